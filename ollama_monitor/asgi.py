@@ -1,0 +1,46 @@
+"""The ASGI entry point: `ollama_monitor.asgi:application`.
+
+Ollama's own paths (`/`, `/api/*`, `/v1/*`) go to the proxy's lean forwarder; everything else
+(admin, dashboard, analytics API, metrics) goes to Django. The lifespan opens and closes the
+forwarder's upstream client and recorder, once per worker process.
+"""
+
+import logging
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ollama_monitor.settings")
+django_application = get_asgi_application()
+
+from proxy.forwarder import Forwarder  # noqa: E402  (needs Django set up)
+from proxy.ollama import is_ollama_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+forwarder = Forwarder()
+
+
+async def lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await forwarder.startup()
+            except Exception as error:
+                log.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(error)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await forwarder.shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope, receive, send) -> None:
+    if scope["type"] == "http" and is_ollama_path(scope["path"]):
+        await forwarder(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await lifespan(receive, send)
+    else:
+        await django_application(scope, receive, send)

@@ -1,0 +1,214 @@
+"""Settings for Ollama Monitor, read from the environment.
+
+Every setting has a working default, so a fresh checkout runs with no variables set. A bad value
+stops the start with a message naming the variable.
+"""
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = env_str(name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_number(name: str, default: float, *, cast=float, minimum: float = 0):
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a {cast.__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_url(name: str, default: str) -> str:
+    url = env_str(name, default).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {url!r}")
+    return url
+
+
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _secret_key() -> str:
+    """The key from SECRET_KEY, else one generated once per installation and kept in DATA_DIR.
+
+    A generated key is random per installation, so no shared insecure default can reach
+    production, and `DEBUG=0` still works with no variables set; several workers read one file.
+    """
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# TLS usually ends at a front proxy; one switch turns on everything that assumes HTTPS.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(env_number("SECURE_HSTS_SECONDS", 31536000, cast=int))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "proxy",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ollama_monitor.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+ASGI_APPLICATION = "ollama_monitor.asgi.application"
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+except ValueError as error:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the dashboard read while the recorder writes; IMMEDIATE avoids the
+        # deadlock-prone upgrade from a read to a write transaction.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_number("SQLITE_TIMEOUT", 5.0),
+    }
+    # A file, not the in-memory default: the proxy's writer thread and the tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+}
+
+# --- The proxy ------------------------------------------------------------------------------
+
+OLLAMA_URL = env_url("OLLAMA_URL", "http://127.0.0.1:11434")
+PROXY_PORT = int(env_number("PROXY_PORT", 11435, cast=int, minimum=1))
+# Base64 images make chat bodies large; blob uploads (/api/blobs) stream and are not capped.
+PROXY_MAX_BODY_BYTES = int(env_number("PROXY_MAX_BODY_BYTES", 100 * 1024 * 1024, cast=int))
+PROXY_CONNECT_TIMEOUT = env_number("PROXY_CONNECT_TIMEOUT", 5.0)
+# No total timeout: a model load can take minutes before the first byte. This bounds the
+# silence between two reads instead (the OpenAI SDK waits 600 s, Ollama's load timeout is 5 min).
+PROXY_IDLE_TIMEOUT = env_number("PROXY_IDLE_TIMEOUT", 600.0)
+# Browser origins allowed besides Ollama's own built-ins (localhost, 127.0.0.1, app://, ...);
+# same syntax as OLLAMA_ORIGINS: comma-separated, `*` wildcards, `*` alone allows every origin.
+PROXY_CORS_ORIGINS = env_list("PROXY_CORS_ORIGINS")
+# Trusted headers that name the user, tried in order (Open WebUI's forwarded user headers).
+PROXY_USER_HEADERS = [
+    header.lower()
+    for header in env_list(
+        "PROXY_USER_HEADERS",
+        "X-OpenWebUI-User-Email,X-OpenWebUI-User-Name,X-OpenWebUI-User-Id"
+        if env_bool("PROXY_TRUST_OPENWEBUI_HEADERS", False)
+        else "",
+    )
+]
+
+# --- The recorder ---------------------------------------------------------------------------
+
+RECORDER_QUEUE_SIZE = int(env_number("RECORDER_QUEUE_SIZE", 10000, cast=int, minimum=1))
+RECORDER_BATCH_SIZE = int(env_number("RECORDER_BATCH_SIZE", 500, cast=int, minimum=1))
+RECORDER_SPOOL_DIR = Path(env_str("RECORDER_SPOOL_DIR", str(DATA_DIR / "spool")))
+# How long one batch insert may wait for the database before it goes to the spool instead.
+RECORDER_DB_TIMEOUT = env_number("RECORDER_DB_TIMEOUT", 5.0)
+RECORDER_RETRY_SECONDS = env_number("RECORDER_RETRY_SECONDS", 5.0)
+# Text kept per message; longer prompts and responses are cut and flagged as truncated.
+RECORDER_MAX_TEXT_CHARS = int(env_number("RECORDER_MAX_TEXT_CHARS", 1_000_000, cast=int))

@@ -1,0 +1,231 @@
+"""The recorder: exchanges in, Message rows out, off the request path and without losing any.
+
+One writer task per process takes exchanges from a bounded queue and inserts them in batches
+from one dedicated thread (so the ORM's blocking calls never run on the event loop). When the
+database is down, locked or slow, a batch goes to an append-only spool of gzip JSONL files and is
+replayed once the database answers again. A full queue spills to the spool too: a stream is
+never blocked and a record is never silently dropped. Shutdown drains the queue.
+
+Spool files are written whole and renamed into place, and claimed by renaming before replay,
+so several worker processes can share one spool directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+
+from .exchange import Exchange
+from .models import Message
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Recorder:
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=settings.RECORDER_QUEUE_SIZE)
+        self.spool_dir = Path(settings.RECORDER_SPOOL_DIR)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.batch_size = settings.RECORDER_BATCH_SIZE
+        self.retry_seconds = settings.RECORDER_RETRY_SECONDS
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self.task: asyncio.Task | None = None
+        self.database_down_since: float | None = None
+        self.written = 0
+        self.spooled = 0
+        self.dropped = 0
+        self.replayed = 0
+
+    # --- the event-loop side ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
+
+    def record(self, exchange: Exchange) -> None:
+        """Hand an exchange over; never waits. A full queue spills this record to the spool."""
+        try:
+            self.queue.put_nowait(exchange)
+        except asyncio.QueueFull:
+            # Rare (the writer is thousands of records behind); one small file write is
+            # cheaper than holding the stream, and nothing is lost.
+            self._spool([_spoolable(exchange.to_fields())])
+
+    async def stop(self) -> None:
+        """Write everything still queued, then stop the writer thread."""
+        if self.task is None:
+            return
+        await self.queue.put(_STOP)
+        await self.task
+        self.task = None
+        await asyncio.get_running_loop().run_in_executor(self.executor, connection.close)
+        self.executor.shutdown(wait=True)
+
+    async def flushed(self) -> None:
+        """Wait until every exchange handed over so far has been written or spooled."""
+        await self.queue.join()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self._reclaim_orphans)
+        stopping = False
+        while not stopping:
+            try:
+                first = await asyncio.wait_for(self.queue.get(), timeout=self.retry_seconds)
+            except TimeoutError:
+                await loop.run_in_executor(self.executor, self._replay_if_due)
+                continue
+            batch = [first]
+            while len(batch) < self.batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            stopping = any(item is _STOP for item in batch)
+            exchanges = [item for item in batch if item is not _STOP]
+            try:
+                if exchanges:
+                    await loop.run_in_executor(self.executor, self._write, exchanges)
+            except Exception:  # the writer must outlive any single bad batch
+                log.exception("recorder: a batch of %d could not be written", len(exchanges))
+                self.dropped += len(exchanges)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    # --- the writer thread ------------------------------------------------------------------
+
+    def _write(self, batch: list[Exchange]) -> None:
+        rows = []
+        for exchange in batch:
+            try:
+                rows.append(exchange.to_fields())
+            except Exception:
+                log.exception("recorder: could not read exchange %s", exchange.request_id)
+                self.dropped += 1
+        if not rows:
+            return
+        if self._database_resting():
+            self._spool([_spoolable(row) for row in rows])
+            return
+        if self._insert(rows):
+            self.written += len(rows)
+            self._replay_if_due()
+        else:
+            self._spool([_spoolable(row) for row in rows])
+
+    def _database_resting(self) -> bool:
+        """After a failure, leave the database alone for a while instead of waiting on it."""
+        down = self.database_down_since
+        return down is not None and time.monotonic() - down < self.retry_seconds
+
+    def _insert(self, rows: list[dict], *, replay: bool = False) -> bool:
+        try:
+            _limit_wait(settings.RECORDER_DB_TIMEOUT)
+            with transaction.atomic():
+                Message.objects.bulk_create(
+                    [Message(**row) for row in rows],
+                    batch_size=self.batch_size,
+                    # A replay may repeat rows a crashed replay already wrote; request_id is unique.
+                    ignore_conflicts=replay,
+                )
+        except DatabaseError as error:
+            if self.database_down_since is None:
+                log.warning("recorder: database unavailable (%s); spooling to %s", error, self.spool_dir)
+            self.database_down_since = time.monotonic()
+            connection.close()  # a broken connection is reopened on the next try
+            return False
+        if self.database_down_since is not None:
+            log.info("recorder: database is back")
+        self.database_down_since = None
+        return True
+
+    def _spool(self, rows: list[dict]) -> None:
+        name = f"spool-{os.getpid()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.jsonl.gz"
+        temporary = self.spool_dir / f".{name}.tmp"
+        with gzip.open(temporary, "wt", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.rename(self.spool_dir / name)
+        self.spooled += len(rows)
+
+    def _replay_if_due(self) -> None:
+        if self._database_resting():
+            return
+        for path in sorted(self.spool_dir.glob("spool-*.jsonl.gz")):
+            claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}")
+            try:
+                path.rename(claimed)  # atomic: another worker that renamed first owns the file
+            except FileNotFoundError:
+                continue
+            if not self._replay(claimed):
+                return
+
+    def _replay(self, claimed: Path) -> bool:
+        with gzip.open(claimed, "rt", encoding="utf-8") as handle:
+            rows = [_from_spool(json.loads(line)) for line in handle if line.strip()]
+        if not self._insert(rows, replay=True):
+            original = claimed.name.rsplit(".claimed-", 1)[0]
+            claimed.rename(claimed.with_name(original))
+            return False
+        claimed.unlink()
+        self.replayed += len(rows)
+        log.info("recorder: replayed %d spooled messages from %s", len(rows), claimed.name)
+        return True
+
+    def _reclaim_orphans(self) -> None:
+        """Put back files claimed by a worker that died during a replay."""
+        for path in self.spool_dir.glob("spool-*.jsonl.gz.claimed-*"):
+            pid = int(path.name.rsplit("-", 1)[1])
+            if not _alive(pid):
+                path.rename(path.with_name(path.name.rsplit(".claimed-", 1)[0]))
+
+    def pending_spool_files(self) -> int:
+        return sum(1 for _ in self.spool_dir.glob("spool-*.jsonl.gz*"))
+
+
+def _limit_wait(seconds: float) -> None:
+    """Bound how long a batch waits on a locked or stuck database (the writer owns its connection)."""
+    milliseconds = int(seconds * 1000)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(milliseconds)])
+        elif connection.vendor == "sqlite":
+            cursor.execute(f"PRAGMA busy_timeout = {milliseconds:d}")
+
+
+def _spoolable(row: dict) -> dict:
+    return {
+        **row,
+        "request_id": str(row["request_id"]),
+        "timestamp": row["timestamp"].isoformat(),
+    }
+
+
+def _from_spool(row: dict) -> dict:
+    return {
+        **row,
+        "request_id": uuid.UUID(row["request_id"]),
+        "timestamp": datetime.fromisoformat(row["timestamp"]),
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
