@@ -82,8 +82,10 @@ class Forwarder:
         self.recorder: Recorder | None = None
         self.upstream = ""
         self.origin_allowed = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.upstream = settings.OLLAMA_URL
         self.allow_any_origin = "*" in settings.PROXY_CORS_ORIGINS
         self.origin_allowed = origin_matcher(OLLAMA_ORIGINS + settings.PROXY_CORS_ORIGINS)
