@@ -1,14 +1,12 @@
 """Fixtures shared by every test: the simulated Ollama and the proxy, both on real loopback HTTP."""
 
-import asyncio
 import os
 import shutil
-import socket
 import threading
 
 import pytest
-import uvicorn
 
+from proxy.serving import ThreadedServer
 from proxy.simulator import RunningSimulator
 
 
@@ -29,55 +27,6 @@ def simulator():
         yield sim
 
 
-class RunningProxy:
-    """The real ASGI application served by uvicorn in a thread, as users run it."""
-
-    def __init__(self):
-        from ollama_monitor.asgi import application, forwarder
-
-        self.forwarder = forwarder
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            application,
-            lifespan="on",
-            log_level="warning",
-            http="httptools",
-            loop="asyncio",
-            server_header=False,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
-        )
-
-    def start(self):
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the proxy did not start")
-            threading.Event().wait(0.005)
-        return self
-
-    def run(self, coroutine, timeout=30):
-        """Run a coroutine on the proxy's event loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.forwarder.loop).result(timeout)
-
-    def flush(self):
-        """Wait until everything the proxy handed to its recorder is written or spooled."""
-        self.run(self.forwarder.recorder.flushed())
-
-    def stop(self):
-        """Shut down as on SIGTERM: finish the open requests, then flush the recorder."""
-        if self.thread.is_alive():
-            self.server.should_exit = True
-            self.thread.join(timeout=60)
-        self.socket.close()
-
-
 @pytest.fixture
 def proxy_settings(settings, simulator, tmp_path):
     settings.OLLAMA_URL = simulator.url
@@ -91,8 +40,8 @@ def start_proxy(proxy_settings, transactional_db):
     """Start proxies with the settings of the moment; each is stopped after the test."""
     started = []
 
-    def start() -> RunningProxy:
-        started.append(RunningProxy().start())
+    def start() -> ThreadedServer:
+        started.append(ThreadedServer().start())
         return started[-1]
 
     yield start

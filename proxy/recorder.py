@@ -70,7 +70,7 @@ class Recorder:
         await self.queue.put(_STOP)
         await self.task
         self.task = None
-        await asyncio.get_running_loop().run_in_executor(self.executor, connection.close)
+        await asyncio.get_running_loop().run_in_executor(self.executor, _close_connection)
         self.executor.shutdown(wait=True)
 
     async def flushed(self) -> None:
@@ -193,6 +193,10 @@ class Recorder:
 
     def pending_spool_files(self) -> int:
         return sum(1 for _ in self.spool_dir.glob("spool-*.jsonl.gz*"))
+
+
+def _close_connection() -> None:
+    connection.close()  # resolved in the writer thread, which owns this connection
 
 
 def _limit_wait(seconds: float) -> None:

@@ -104,7 +104,7 @@ def test_it_relays_list_and_show_without_recording_them(proxy):
 
 def test_it_passes_a_missing_models_error_to_the_client_and_records_it(proxy):
     with pytest.raises(ollama.ResponseError) as raised:
-        ollama.Client(host=proxy.url).chat(model="nope", messages=QUESTION, stream=True)
+        list(ollama.Client(host=proxy.url).chat(model="nope", messages=QUESTION, stream=True))
 
     assert raised.value.status_code == 404
     assert raised.value.error == "model 'nope' not found"
