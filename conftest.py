@@ -68,6 +68,8 @@ def _wait_until(predicate, timeout=10.0, interval=0.02):
     try:
         while not predicate():
             if deadline.wait(interval):
-                raise AssertionError(f"not true within {timeout} s: {predicate.__doc__ or predicate}")
+                raise AssertionError(
+                    f"not true within {timeout} s: {predicate.__doc__ or predicate}"
+                )
     finally:
         timer.cancel()

@@ -8,7 +8,6 @@ append and one send; everything else happens before the first byte or in the rec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from time import perf_counter

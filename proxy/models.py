@@ -72,7 +72,8 @@ class Message(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.endpoint} {self.model or '?'} {self.status} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+        when = f"{self.timestamp:%Y-%m-%d %H:%M:%S}"
+        return f"{self.endpoint} {self.model or '?'} {self.status} at {when}"
 
     @classmethod
     def status_for(cls, *, cancelled: bool, http_status: int | None, error: str) -> str:

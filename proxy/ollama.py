@@ -309,7 +309,9 @@ def parse_response(path: str, content_type: str, body: bytes) -> ResponseInfo:
     openai = path.startswith("/v1/")
     if "text/event-stream" in content_type:
         frames = [
-            line[5:] for line in body.split(b"\n") if line.startswith(b"data:") and b"[DONE]" not in line
+            line[5:]
+            for line in body.split(b"\n")
+            if line.startswith(b"data:") and b"[DONE]" not in line
         ]
         for obj in _json_objects(frames):
             info.chunks += 1

@@ -140,7 +140,9 @@ class Recorder:
                 )
         except DatabaseError as error:
             if self.database_down_since is None:
-                log.warning("recorder: database unavailable (%s); spooling to %s", error, self.spool_dir)
+                log.warning(
+                    "recorder: database unavailable (%s); spooling to %s", error, self.spool_dir
+                )
             self.database_down_since = time.monotonic()
             connection.close()  # a broken connection is reopened on the next try
             return False
@@ -200,7 +202,10 @@ def _close_connection() -> None:
 
 
 def _limit_wait(seconds: float) -> None:
-    """Bound how long a batch waits on a locked or stuck database (the writer owns its connection)."""
+    """Bound how long a batch waits on a locked or stuck database.
+
+    Set per connection: the writer thread owns its connection.
+    """
     milliseconds = int(seconds * 1000)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

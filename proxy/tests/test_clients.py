@@ -17,7 +17,9 @@ def recorded(proxy) -> Message:
 
 
 def test_it_relays_a_streamed_chat_from_the_ollama_client_and_records_it(proxy):
-    parts = list(ollama.Client(host=proxy.url).chat(model="llama3.2", messages=QUESTION, stream=True))
+    parts = list(
+        ollama.Client(host=proxy.url).chat(model="llama3.2", messages=QUESTION, stream=True)
+    )
 
     final = parts[-1]
     assert final.done and final.done_reason == "stop"
@@ -48,7 +50,9 @@ def test_it_relays_a_chat_that_is_not_streamed(proxy):
 
 def test_it_relays_generate_streamed_and_not(proxy):
     client = ollama.Client(host=proxy.url)
-    streamed = "".join(part.response for part in client.generate(model="llama3.2", prompt="Hi", stream=True))
+    streamed = "".join(
+        part.response for part in client.generate(model="llama3.2", prompt="Hi", stream=True)
+    )
     whole = client.generate(model="llama3.2", prompt="Hi", stream=False)
 
     assert streamed == whole.response
@@ -127,9 +131,16 @@ def test_it_relays_an_openai_stream_with_usage(proxy):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     usage = chunks[-1].usage
     message = recorded(proxy)
-    assert (message.endpoint, message.stream, message.status) == ("/v1/chat/completions", True, "success")
+    assert (message.endpoint, message.stream, message.status) == (
+        "/v1/chat/completions",
+        True,
+        "success",
+    )
     assert message.response == text != ""
-    assert (message.input_tokens, message.output_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+    assert (message.input_tokens, message.output_tokens) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
     assert message.done_reason == "stop"
     assert message.user_agent.startswith("OpenAI/Python")
 

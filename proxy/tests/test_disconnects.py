@@ -29,7 +29,8 @@ def cancelled_message(proxy) -> Message:
 
 def test_it_closes_the_upstream_when_the_client_leaves_before_the_first_byte(proxy, simulator):
     sock = raw_request(
-        proxy.url, "/api/chat",
+        proxy.url,
+        "/api/chat",
         {"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]},
         {"X-Sim-TTFT": "30"},
     )
@@ -48,9 +49,10 @@ def test_it_closes_the_upstream_when_the_client_leaves_before_the_first_byte(pro
 def test_it_closes_the_upstream_when_the_client_leaves_mid_stream(proxy, simulator):
     body = {"model": "llama3.2", "prompt": "Count", "stream": True}
     headers = {"X-Sim-TPS": "20", "X-Sim-Tokens": "400"}
-    with httpx.Client() as client, client.stream(
-        "POST", f"{proxy.url}/api/generate", json=body, headers=headers
-    ) as response:
+    with (
+        httpx.Client() as client,
+        client.stream("POST", f"{proxy.url}/api/generate", json=body, headers=headers) as response,
+    ):
         first = json.loads(next(response.iter_lines()))
 
     assert simulator.wait_for(disconnects=1)["disconnects"] == 1
@@ -62,9 +64,12 @@ def test_it_closes_the_upstream_when_the_client_leaves_mid_stream(proxy, simulat
     assert message.ttft_seconds is not None
 
 
-def test_it_closes_the_upstream_when_the_client_leaves_a_call_that_is_not_streamed(proxy, simulator):
+def test_it_closes_the_upstream_when_the_client_leaves_a_call_that_is_not_streamed(
+    proxy, simulator
+):
     sock = raw_request(
-        proxy.url, "/api/generate",
+        proxy.url,
+        "/api/generate",
         {"model": "llama3.2", "prompt": "Hi", "stream": False},
         {"X-Sim-TPS": "5", "X-Sim-Tokens": "200"},
     )

@@ -68,7 +68,8 @@ def test_it_keeps_the_real_usage_when_completions_chunks_carry_zero_usage():
     zero = b'"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}'
     body = (
         b'data: {"choices":[{"text":"Hi","index":0,"finish_reason":null}],' + zero + b"}\n\n"
-        b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5}}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1,'
+        b'"total_tokens":5}}\n\n'
         b'data: {"choices":[{"text":"","index":0,"finish_reason":"stop"}],' + zero + b"}\n\n"
         b"data: [DONE]\n\n"
     )
@@ -117,4 +118,6 @@ def test_it_survives_a_body_that_is_not_json():
 
 def test_it_knows_ollama_paths_from_ours():
     assert all(map(ollama.is_ollama_path, ["/", "/api/chat", "/v1/models", "/api/x/y"]))
-    assert not any(map(ollama.is_ollama_path, ["/admin/", "/metrics", "/apis", "/v1x", "/dashboard/"]))
+    assert not any(
+        map(ollama.is_ollama_path, ["/admin/", "/metrics", "/apis", "/v1x", "/dashboard/"])
+    )

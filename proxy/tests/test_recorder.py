@@ -26,8 +26,11 @@ def database_locked():
         other.execute("BEGIN EXCLUSIVE")
     else:
         other = psycopg.connect(
-            host=params["HOST"], port=params["PORT"] or 5432, dbname=params["NAME"],
-            user=params["USER"], password=params["PASSWORD"],
+            host=params["HOST"],
+            port=params["PORT"] or 5432,
+            dbname=params["NAME"],
+            user=params["USER"],
+            password=params["PASSWORD"],
         )
         other.execute("LOCK TABLE proxy_message IN ACCESS EXCLUSIVE MODE")
     try:
@@ -48,6 +51,7 @@ def stream_all(url: str, count: int, headers: dict | None = None) -> list[int]:
         with httpx.Client(timeout=30) as client:
             response = client.post(f"{url}/api/generate", json=GENERATE, headers=headers or {})
             return response.status_code
+
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, range(count)))
 
@@ -91,8 +95,11 @@ def test_a_graceful_shutdown_under_load_loses_no_message(start_proxy, simulator)
     with ThreadPoolExecutor(max_workers=20) as pool:
         futures = [
             pool.submit(
-                httpx.post, f"{proxy.url}/api/generate", json=GENERATE,
-                headers={"X-Sim-TPS": "40", "X-Sim-Tokens": "20"}, timeout=30,
+                httpx.post,
+                f"{proxy.url}/api/generate",
+                json=GENERATE,
+                headers={"X-Sim-TPS": "40", "X-Sim-Tokens": "20"},
+                timeout=30,
             )
             for _ in range(20)
         ]

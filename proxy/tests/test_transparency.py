@@ -22,7 +22,10 @@ def sent_by_simulator(simulator) -> bytes:
         ("/api/generate", {"model": "llama3.2", "prompt": "<b>", "stream": True}),
         ("/api/generate", {"model": "llama3.2", "prompt": "<b>", "stream": False}),
         ("/api/embed", {"model": "all-minilm", "input": "hello"}),
-        ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}}),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
+        ),
         ("/v1/chat/completions", CHAT),
         ("/v1/completions", {"model": "llama3.2", "prompt": "Hi", "stream": True}),
         ("/api/pull", {"model": "llama3.2"}),
@@ -106,8 +109,10 @@ def test_it_sends_the_upstreams_host_and_drops_hop_by_hop_headers(proxy, simulat
 def test_it_keeps_a_utf8_character_split_across_two_upstream_writes_intact(proxy, simulator):
     chunks = []
     with httpx.stream(
-        "POST", f"{proxy.url}/api/generate",
-        json={"model": "llama3.2", "prompt": "Hi"}, headers={"X-Sim-Split-UTF8": "1"},
+        "POST",
+        f"{proxy.url}/api/generate",
+        json={"model": "llama3.2", "prompt": "Hi"},
+        headers={"X-Sim-Split-UTF8": "1"},
     ) as response:
         chunks.extend(response.iter_raw())
     body = b"".join(chunks)

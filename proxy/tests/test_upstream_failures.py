@@ -51,8 +51,9 @@ def test_it_relays_an_error_line_in_the_middle_of_a_stream_and_records_an_error(
     client = ollama.Client(host=proxy.url, headers={"X-Sim-Fail": "midstream"})
     received = []
     with pytest.raises(ollama.ResponseError) as raised:
-        for part in client.chat(model="llama3.2", messages=[{"role": "user", "content": "Hi"}],
-                                stream=True):
+        for part in client.chat(
+            model="llama3.2", messages=[{"role": "user", "content": "Hi"}], stream=True
+        ):
             received.append(part.message.content)
 
     assert received

@@ -32,5 +32,6 @@ class Command(BaseCommand):
         )
         if not get_user_model().objects.filter(is_superuser=True).exists():
             self.stdout.write(
-                "  No admin user yet. Create one with:  .venv/bin/python manage.py createsuperuser\n"
+                "  No admin user yet. Create one with:"
+                "  .venv/bin/python manage.py createsuperuser\n"
             )
