@@ -177,6 +177,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    # One line per outgoing request is noise here (the demo and the tests use httpx).
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # --- The proxy ------------------------------------------------------------------------------

@@ -58,7 +58,14 @@ class Command(BaseCommand):
                         response = client.request(method, path, json=body or None)
                         self.stdout.write(f"  {method} {path} -> {response.status_code}")
             server.flush()
-            self.stdout.write(f"recorded {Message.objects.count() - before} messages")
+            recorded = Message.objects.order_by("id")[before:]
+            self.stdout.write(f"\nrecorded {len(recorded)} messages:")
+            for message in recorded:
+                self.stdout.write(
+                    f"  {message.endpoint:<22} {message.model:<14} {message.status:<9}"
+                    f" in={message.input_tokens or 0:<4} out={message.output_tokens or 0:<4}"
+                    f" latency={message.latency_seconds:.3f}s ttft={message.ttft_seconds or 0:.3f}s"
+                )
             if no_wait:
                 server.stop()
                 return
