@@ -63,7 +63,8 @@ Per-request knobs (request headers; the proxy forwards them)
 ``X-Sim-TPS: float``
     Tokens per second for this request (0 = no pacing).
 ``X-Sim-TTFT: seconds``
-    Delay before the first byte (model load time) for this request.
+    Delay before the first byte (model load time) for this request. On the
+    other routes (``/api/show``, ``/api/tags``…) it delays the answer too.
 ``X-Sim-Fail: midstream``
     After two chunks, write ``{"error":"an error was encountered while running
     the model: unexpected EOF"}`` as the last NDJSON line of the 200 stream
@@ -76,8 +77,9 @@ Per-request knobs (request headers; the proxy forwards them)
     503 ``model is overloaded``; a streaming request gets it with
     ``Content-Type: application/json`` like Ollama's ``streamResponse``.
 ``X-Sim-Fail: drop``
-    After two chunks the server closes the connection without finishing the
-    stream (a crashing Ollama); not counted as a client disconnect.
+    After two chunks the server aborts the connection without finishing the
+    chunked stream (a crashing Ollama); counted as ``dropped``, not as a client
+    disconnect. Non-streaming requests get the ``midstream`` 500 instead.
 ``X-Sim-Split-UTF8: 1``
     The answer is :data:`SPLIT_UTF8_TOKENS` ("héllo wörld 日本語 🌍" …) and every
     stream line/frame is written in two writes split inside a multi-byte UTF-8
@@ -88,10 +90,14 @@ Per-request knobs (request headers; the proxy forwards them)
 Observability (not part of Ollama)
 ----------------------------------
 ``GET /_sim/stats``
-    ``{"requests","completed","disconnects","rejected","in_flight","active",
-    "queued","generated_tokens","last_request"}``; ``last_request`` is
-    ``{"method","path","query","headers"(lower-cased),"body","body_encoding"}``
-    with the body as text (``utf-8``) or ``base64``.
+    Counters ``requests``, ``completed``, ``disconnects``, ``dropped``
+    (``X-Sim-Fail: drop``), ``rejected`` (503), ``generated_tokens``; gauges
+    ``in_flight``, ``active`` (holding a generation slot), ``queued``; plus
+    ``last_request`` = ``{"method","path","query"(raw, still %-encoded),
+    "headers"(lower-cased),"body","body_encoding","body_length"}`` (body as
+    text ``utf-8`` or ``base64``, kept up to 4 MiB), ``last_response`` (the
+    exact body bytes written, as text or base64 with ``last_response_encoding``;
+    :meth:`RunningSimulator.stats` gives ``bytes``) and ``last_response_status``.
 ``GET /_sim/requests``
     The last 100 recorded requests, oldest first.
 ``POST /_sim/reset``
@@ -109,10 +115,21 @@ Detecting it relies on aiohttp's ``handler_cancellation=True`` (set by
 
 Python API
 ----------
-:class:`SimulatorConfig`, :func:`build_app`, :class:`RunningSimulator`
-(``with RunningSimulator(tokens_per_second=0) as sim: sim.url``),
-:func:`serve`, :func:`main`, plus :func:`simulated_text`,
-:func:`simulated_tokens` and :func:`estimate_tokens` for expectations.
+``SimulatorConfig``
+    Dataclass: host, port, tokens_per_second, ttft, default_tokens,
+    max_parallel, max_queue, version, models (None = all built-ins).
+``build_app(config) -> aiohttp.web.Application``
+``RunningSimulator(config=None, **overrides)``
+    Context manager serving from a background thread with its own loop; a
+    free port unless ``port`` says otherwise. ``url``, ``port``, ``config``,
+    ``stats()``, ``reset()``, ``wait_for(*, timeout=5.0, **counters)`` (returns
+    the stats or raises ``TimeoutError``) and ``await wait_for_async(...)``.
+``serve(config)``, ``main(argv=None)``, ``add_arguments(parser)``,
+``config_from_options(options)``
+    The CLI and ``manage.py simulate_ollama`` building blocks.
+``simulated_text(n)``, ``simulated_tokens(n)``, ``estimate_tokens(text)``,
+``go_json(obj)``
+    For computing expected answers and bytes in tests.
 """
 
 from __future__ import annotations
@@ -148,7 +165,10 @@ from aiohttp import web
 
 __all__ = [
     "BUILTIN_MODELS",
+    "BUSY_MESSAGE",
+    "MIDSTREAM_MESSAGE",
     "PASSAGE",
+    "RUNNER_CRASH_MESSAGE",
     "SPLIT_UTF8_TOKENS",
     "THINKING_PASSAGE",
     "RunningSimulator",
@@ -163,9 +183,6 @@ __all__ = [
     "simulated_text",
     "simulated_tokens",
 ]
-
-log = logging.getLogger("proxy.simulator")
-
 
 # --------------------------------------------------------------------------
 # Configuration
@@ -1136,6 +1153,7 @@ class SimState:
         self.installed: dict[str, ModelSpec] = {}
         self.loaded: dict[str, tuple[ModelSpec, float]] = {}
         self._changed = asyncio.Event()
+        self._waiters = 0
         self._slots = asyncio.Semaphore(config.max_parallel) if config.max_parallel > 0 else None
         self._install_configured()
 
@@ -1160,9 +1178,10 @@ class SimState:
 
     def bump(self, name: str, delta: int = 1) -> None:
         self.counters[name] += delta
-        # Wake every long-poller; each re-checks its own condition.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._waiters:
+            # Wake every long-poller; each re-checks its own condition.
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     def snapshot(self) -> dict[str, Any]:
         stats: dict[str, Any] = dict(self.counters)
@@ -1194,13 +1213,17 @@ class SimState:
         if unknown:
             raise ValueError(f"unknown counters: {', '.join(sorted(unknown))}")
         deadline = asyncio.get_running_loop().time() + limit
-        while not self.reached(targets):
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-        return True
+        self._waiters += 1
+        try:
+            while not self.reached(targets):
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+            return True
+        finally:
+            self._waiters -= 1
 
     def record(self, request: web.Request, body: bytes) -> None:
         """Remember a request as ``last_request`` (body kept up to 4 MiB)."""
@@ -1212,7 +1235,8 @@ class SimState:
         self.last_request = {
             "method": request.method,
             "path": request.path,
-            "query": request.query_string,
+            # Raw, still percent-encoded, so tests can check forwarding verbatim.
+            "query": request.raw_path.partition("?")[2],
             "headers": headers,
             "body": text,
             "body_encoding": encoding,
@@ -1269,9 +1293,9 @@ class SimState:
 
 
 STATE_KEY = web.AppKey("simulator_state", SimState)
-BODY_KEY = "simulator_body"
-START_KEY = "simulator_start_ns"
-WRITTEN_KEY = "simulator_written"
+BODY_KEY = web.RequestKey("simulator_body", bytes)
+START_KEY = web.RequestKey("simulator_start_ns", int)
+WRITTEN_KEY = web.RequestKey("simulator_written", bytearray)
 
 
 def _state(request: web.Request) -> SimState:
@@ -2800,8 +2824,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _start_runner(app: web.Application, sock: socket.socket) -> web.AppRunner:
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+async def _start_runner(
+    app: web.Application, sock: socket.socket, *, access_log: bool
+) -> web.AppRunner:
+    # handler_cancellation: a vanished client cancels its handler (disconnect
+    # detection); a short shutdown_timeout so stopping never waits on a stream.
+    extra: dict[str, Any] = {} if access_log else {"access_log": None}
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, **extra)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     return runner
@@ -2846,7 +2875,7 @@ class RunningSimulator:
 
         async def boot() -> None:
             self.app = build_app(self.config)
-            self._runner = await _start_runner(self.app, sock)
+            self._runner = await _start_runner(self.app, sock, access_log=False)
 
         def run() -> None:
             asyncio.set_event_loop(loop)
@@ -2944,7 +2973,7 @@ class RunningSimulator:
 
 async def _serve_forever(config: SimulatorConfig) -> None:
     sock = _bind(config.host, config.port)
-    runner = await _start_runner(build_app(config), sock)
+    runner = await _start_runner(build_app(config), sock, access_log=True)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"Simulated Ollama {config.version} listening on http://{shown}:{port}", flush=True)

@@ -98,12 +98,12 @@ def test_a_graceful_shutdown_under_load_loses_no_message(start_proxy, simulator)
                 httpx.post,
                 f"{proxy.url}/api/generate",
                 json=GENERATE,
-                headers={"X-Sim-TPS": "40", "X-Sim-Tokens": "20"},
+                headers={"X-Sim-TPS": "40", "X-Sim-Tokens": "40"},
                 timeout=30,
             )
             for _ in range(20)
         ]
-        simulator.wait_for(in_flight=20)
+        simulator.wait_for(requests=20)
         proxy.stop()
         responses = [future.result() for future in futures]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 import math
@@ -428,9 +429,8 @@ def test_it_streams_chunked_ndjson_one_line_per_write(sim):
                 f"{sim.url}/api/generate", json={"model": "llama3.2", "prompt": "hi"}
             ) as response,
         ):
-            return dict(response.headers), [
-                data async for data, _ in response.content.iter_chunks()
-            ]
+            parts = [data async for data, _ in response.content.iter_chunks() if data]
+            return dict(response.headers), parts
 
     headers, parts = asyncio.run(chunks())
 
@@ -715,6 +715,32 @@ def test_it_counts_a_disconnect_while_the_model_is_still_loading(sim):
     sock.close()
 
     assert sim.wait_for(disconnects=1, in_flight=0)["generated_tokens"] == 0
+
+
+def test_it_drops_the_connection_mid_stream_when_asked(sim):
+    sock = open_stream(
+        sim, "/api/generate", {"model": "llama3.2", "prompt": "hi"}, {"X-Sim-Fail": "drop"}
+    )
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    sock.close()
+
+    stats = sim.wait_for(dropped=1, in_flight=0)
+
+    assert received.count(b'"done":false') == 2
+    assert not received.endswith(b"0\r\n\r\n")  # the chunked body never ends
+    assert (stats["disconnects"], stats["completed"]) == (0, 0)
+
+
+def test_it_makes_any_route_slow_with_the_ttft_knob(sim):
+    sock = open_stream(sim, "/api/show", {"model": "llama3.2"}, {"X-Sim-TTFT": "30"})
+    sim.wait_for(requests=1)
+
+    sock.close()
+
+    assert sim.wait_for(disconnects=1, in_flight=0)["completed"] == 0
 
 
 def test_it_queues_then_rejects_with_503_when_the_server_is_busy(fast_sim):
