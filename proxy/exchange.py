@@ -34,6 +34,7 @@ class Exchange:
         "first_byte",
         "head",
         "head_size",
+        "headers",
         "http_status",
         "method",
         "path",
@@ -41,7 +42,6 @@ class Exchange:
         "request_id",
         "started",
         "started_at",
-        "streamed",
         "tail",
         "tail_size",
         "user",
@@ -56,6 +56,9 @@ class Exchange:
         self.path = path
         self.client_ip = client_ip
         self.user_agent = headers.get("user-agent", "")
+        # For category rules on a request header (e.g. X-Category), read by the writer; the
+        # headers themselves are never stored.
+        self.headers = headers
         self.user = next(
             (headers[name] for name in settings.PROXY_USER_HEADERS if headers.get(name)),
             client_ip or "",
@@ -63,7 +66,6 @@ class Exchange:
         self.request_body = b""
         self.http_status: int | None = None
         self.content_type = ""
-        self.streamed = False
         self.first_byte: float | None = None
         self.finished: float | None = None
         self.cancelled = False
@@ -118,7 +120,7 @@ class Exchange:
             "endpoint": self.path,
             "method": self.method,
             "model": request.model[:255],
-            "stream": self.streamed,
+            "stream": request.stream,
             "status": Message.status_for(
                 cancelled=self.cancelled, http_status=self.http_status, error=error
             ),

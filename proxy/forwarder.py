@@ -16,7 +16,7 @@ import aiohttp
 from django.conf import settings
 from yarl import URL
 
-from . import ollama
+from . import metrics, ollama
 from .exchange import Exchange
 from .recorder import Recorder
 
@@ -129,6 +129,8 @@ class Forwarder:
                 return
             extra_headers.append((b"vary", b"Origin"))
 
+        # Every exchange goes to the recorder, which counts them all in the metrics and stores
+        # those to a model route as messages.
         recording = method == "POST" and path in ollama.MODEL_ROUTES
         target = self.upstream + scope.get("raw_path", path.encode()).decode("latin-1")
         if scope.get("query_string"):
@@ -145,12 +147,12 @@ class Forwarder:
         except ClientGone:
             exchange.cancelled = True
             exchange.finished = perf_counter()
-            if recording:
-                self.recorder.record(exchange)
+            self.recorder.record(exchange, store=recording)
             return
 
         task = asyncio.current_task()
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, exchange))
+        metrics.REQUESTS_IN_FLIGHT.inc()
         try:
             await self._relay(
                 method, URL(target, encoded=True), forwarded, body, send, exchange, extra_headers
@@ -162,11 +164,11 @@ class Forwarder:
         except ClientGone:
             exchange.cancelled = True
         finally:
+            metrics.REQUESTS_IN_FLIGHT.dec()
             if exchange.finished is None:
                 exchange.finished = perf_counter()
             watcher.cancel()
-            if recording:
-                self.recorder.record(exchange)
+            self.recorder.record(exchange, store=recording)
 
     async def _relay(self, method, url, headers, body, send, exchange, extra_headers) -> None:
         try:
@@ -174,7 +176,8 @@ class Forwarder:
                 method, url, headers=headers, data=body or None, allow_redirects=False
             )
         except (aiohttp.ClientError, TimeoutError) as error:
-            status, message, _kind = ollama.describe_upstream_error(error)
+            status, message, kind = ollama.describe_upstream_error(error)
+            metrics.UPSTREAM_ERRORS.labels(kind).inc()
             exchange.http_status = status
             exchange.error = message
             await _respond(send, status, ollama.error_body(message), [JSON_UTF8, *extra_headers])
@@ -184,7 +187,6 @@ class Forwarder:
         try:
             exchange.http_status = response.status
             exchange.content_type = response.headers.get("Content-Type", "")
-            exchange.streamed = response.content_length is None and method != "HEAD"
             reply_headers = [
                 (name.lower(), value)
                 for name, value in response.raw_headers
@@ -205,7 +207,8 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError) as error:
                 # Headers are out, so the status can't change: record the failure and cut the
                 # connection, so the client sees a broken stream rather than a complete one.
-                _status, exchange.error, _kind = ollama.describe_upstream_error(error)
+                _status, exchange.error, kind = ollama.describe_upstream_error(error)
+                metrics.UPSTREAM_ERRORS.labels(kind).inc()
                 raise
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             exchange.finished = perf_counter()

@@ -103,7 +103,7 @@ class RequestInfo:
     prompt: str = ""
     messages: list | None = None
     options: dict | None = None
-    stream_requested: bool | None = None
+    stream: bool = False
     error: str = ""
 
 
@@ -166,7 +166,11 @@ def parse_request(path: str, body: bytes) -> RequestInfo:
 
     info = RequestInfo(model=str(data.get("model") or data.get("name") or ""))
     stream = data.get("stream")
-    info.stream_requested = stream if isinstance(stream, bool) else None
+    operation = MODEL_ROUTES.get(path)
+    if isinstance(stream, bool):
+        info.stream = stream
+    else:  # Ollama's defaults: native generate and chat stream, /v1 and embeddings do not
+        info.stream = operation in {"generate", "chat"} and not path.startswith("/v1/")
     options = data.get("options")
     info.options = options if isinstance(options, dict) else None
     if path.startswith("/v1/"):
@@ -177,7 +181,6 @@ def parse_request(path: str, body: bytes) -> RequestInfo:
         }
         info.options = knobs or None
 
-    operation = MODEL_ROUTES.get(path)
     if operation == "chat" and isinstance(data.get("messages"), list):
         info.prompt, info.messages = _readable_messages(data["messages"])
     elif operation == "generate":

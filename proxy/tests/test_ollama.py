@@ -121,3 +121,14 @@ def test_it_knows_ollama_paths_from_ours():
     assert not any(
         map(ollama.is_ollama_path, ["/admin/", "/metrics", "/apis", "/v1x", "/dashboard/"])
     )
+
+
+def test_it_takes_the_stream_flag_from_the_request_with_ollamas_defaults():
+    def stream(path, body):
+        return ollama.parse_request(path, body).stream
+
+    assert stream("/api/chat", b'{"model":"m"}') is True
+    assert stream("/api/chat", b'{"model":"m","stream":false}') is False
+    assert stream("/v1/chat/completions", b'{"model":"m"}') is False
+    assert stream("/v1/completions", b'{"model":"m","stream":true}') is True
+    assert stream("/api/embed", b'{"model":"m"}') is False
