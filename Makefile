@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 11435
 WEB_CONCURRENCY ?= 1
+# Several workers pool their metrics in files here (prometheus_client's multiprocess mode); the
+# folder is emptied at each start, or the counts of the previous run would be added again.
+PROMETHEUS_MULTIPROC_DIR ?= $(or $(DATA_DIR),data)/prometheus-multiproc
 
 .PHONY: run test lint demo simulate bench
 
@@ -22,7 +25,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 run: $(VENV)/.runtime
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
-	@$(PY) manage.py whereami --host $(HOST) --port $(PORT)
+	@$(PY) manage.py banner --host $(HOST) --port $(PORT)
+	if [ "$(WEB_CONCURRENCY)" -gt 1 ]; then \
+		mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)" && rm -f "$(PROMETHEUS_MULTIPROC_DIR)"/*.db && \
+		export PROMETHEUS_MULTIPROC_DIR="$(abspath $(PROMETHEUS_MULTIPROC_DIR))"; \
+	fi; \
 	exec $(VENV)/bin/uvicorn ollama_monitor.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(WEB_CONCURRENCY) --loop uvloop --http httptools \
 		--no-server-header --no-access-log --timeout-graceful-shutdown 30

@@ -105,11 +105,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_prometheus",
     "proxy",
     "analytics",
 ]
 
 MIDDLEWARE = [
+    # Django's own pages only: the proxy routes and /metrics never reach Django (asgi.py).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -118,6 +121,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "ollama_monitor.urls"
@@ -215,3 +219,47 @@ RECORDER_DB_TIMEOUT = env_number("RECORDER_DB_TIMEOUT", 5.0)
 RECORDER_RETRY_SECONDS = env_number("RECORDER_RETRY_SECONDS", 5.0)
 # Text kept per message; longer prompts and responses are cut and flagged as truncated.
 RECORDER_MAX_TEXT_CHARS = int(env_number("RECORDER_MAX_TEXT_CHARS", 1_000_000, cast=int))
+
+# --- Metrics (/metrics, Prometheus) ---------------------------------------------------------
+
+# A model name becomes a label value after a successful request, up to this many per process;
+# the rest fold into `other` (a client can send any string as a model name).
+METRICS_MAX_MODELS = int(env_number("METRICS_MAX_MODELS", 100, cast=int))
+# The OpenTelemetry GenAI histograms (gen_ai_client_operation_duration_seconds, ...).
+METRICS_GENAI = env_bool("METRICS_GENAI", True)
+# How often each worker measures the database for ollama_recorder_database_size_bytes.
+METRICS_DATABASE_SIZE_SECONDS = env_number("METRICS_DATABASE_SIZE_SECONDS", 60.0)
+# /metrics is open (like Ollama's API) unless one of these is set; then either one opens it.
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN")
+METRICS_BASIC_AUTH = env_str("METRICS_BASIC_AUTH")
+if METRICS_BASIC_AUTH and ":" not in METRICS_BASIC_AUTH:
+    raise ImproperlyConfigured("METRICS_BASIC_AUTH must be user:password")
+# django-prometheus counts the queries of Django's pages and of the recorder's writer.
+if DATABASES["default"]["ENGINE"] in {
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+}:
+    DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+        "django.db.backends.", "django_prometheus.db.backends."
+    )
+
+# --- Analytics (the /analytics/ API) and the cache ------------------------------------------
+
+# Optional Redis: the cache here (shared by every worker), and the channel layer once it exists.
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(
+        f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {REDIS_URL!r}"
+    )
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+    | {"KEY_PREFIX": "ollama-monitor"}
+}
+# The most messages one page of /analytics/messages returns.
+ANALYTICS_MAX_LIMIT = int(env_number("ANALYTICS_MAX_LIMIT", 1000, cast=int, minimum=1))
+# How long an aggregation stays cached: dashboards polling the same filters share one query.
+ANALYTICS_CACHE_SECONDS = env_number("ANALYTICS_CACHE_SECONDS", 10.0)
