@@ -1,8 +1,9 @@
 """The ASGI entry point: `ollama_monitor.asgi:application`.
 
-Ollama's own paths (`/`, `/api/*`, `/v1/*`) go to the proxy's lean forwarder; everything else
-(admin, dashboard, analytics API, metrics) goes to Django. The lifespan opens and closes the
-forwarder's upstream client and recorder, once per worker process.
+Ollama's own paths (`/`, `/api/*`, `/v1/*`) go to the proxy's lean forwarder; WebSockets (the
+live feed at /ws/messages/) to channels; everything else (admin, dashboard, analytics API,
+metrics) to Django. The lifespan opens and closes the forwarder's upstream client and
+recorder, once per worker process.
 """
 
 import logging
@@ -13,12 +14,22 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ollama_monitor.settings")
 django_application = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
 from proxy import metrics  # noqa: E402  (needs Django set up)
+from proxy.consumers import LiveFeedConsumer  # noqa: E402
 from proxy.forwarder import Forwarder  # noqa: E402
 from proxy.ollama import is_ollama_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 forwarder = Forwarder()
+# The live feed: the admin's login session, from a page of ours (the Origin is an allowed host).
+websocket_application = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(URLRouter([path("ws/messages/", LiveFeedConsumer.as_asgi())]))
+)
 
 
 async def lifespan(receive, send) -> None:
@@ -48,6 +59,8 @@ async def application(scope, receive, send) -> None:
         # reaches it by an address ALLOWED_HOSTS would refuse. django-prometheus's metrics of
         # Django's own pages are in the same registry, so they are on this page too.
         await metrics.serve(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await websocket_application(scope, receive, send)
     elif scope["type"] == "lifespan":
         await lifespan(receive, send)
     else:

@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "channels",
     "proxy",
     "analytics",
 ]
@@ -263,3 +264,82 @@ CACHES = {
 ANALYTICS_MAX_LIMIT = int(env_number("ANALYTICS_MAX_LIMIT", 1000, cast=int, minimum=1))
 # How long an aggregation stays cached: dashboards polling the same filters share one query.
 ANALYTICS_CACHE_SECONDS = env_number("ANALYTICS_CACHE_SECONDS", 10.0)
+
+# --- Retention, privacy and access to the proxy (SECURITY.md) -------------------------------
+
+# `manage.py prune_messages` without --older-than deletes messages older than this many days
+# (whole UTC days); 0 keeps them forever. Archives go to RETENTION_ARCHIVE_DIR unless --archive.
+RETENTION_DAYS = int(env_number("RETENTION_DAYS", 0, cast=int))
+RETENTION_ARCHIVE_DIR = env_str("RETENTION_ARCHIVE_DIR")
+
+RECORD_LEVEL_NAMES = ("full", "metadata", "none")
+
+
+def env_record_levels(name: str, default: str) -> list[tuple[str, str]]:
+    """`route-or-model=level` pairs, e.g. `/api/embed=metadata,llama3.2=none,*=full`."""
+    levels = []
+    for item in env_list(name, default):
+        pattern, equals, level = item.partition("=")
+        pattern, level = pattern.strip(), level.strip().lower()
+        if not equals or not pattern or level not in RECORD_LEVEL_NAMES:
+            raise ImproperlyConfigured(
+                f"{name} must list route-or-model=full|metadata|none pairs, e.g. "
+                f"'/api/embed=metadata,llama3.2=none,*=full'; got {item!r}"
+            )
+        levels.append((pattern, level))
+    return levels
+
+
+# What a message keeps, per route (`/api/...`) or model (glob; a name without a tag matches
+# every tag): full, metadata (no text), none (no message; still counted in the metrics). The
+# most restrictive matching entry wins; `*` applies when none matches.
+RECORD_LEVELS = env_record_levels("RECORD_LEVELS", "*=full")
+
+# PII kinds masked in what is stored (proxy/masking.py); empty turns the built-in kinds off.
+# Masking rules defined in the admin apply either way.
+from proxy.masking import KINDS as PII_KINDS  # noqa: E402  (plain Python, no Django models)
+
+PII_MASK = [kind.lower() for kind in env_list("PII_MASK", ",".join(PII_KINDS))]
+if set(PII_MASK) - set(PII_KINDS):
+    raise ImproperlyConfigured(
+        f"PII_MASK: unknown kind(s) {', '.join(sorted(set(PII_MASK) - set(PII_KINDS)))}; "
+        f"the kinds are {','.join(PII_KINDS)} (empty turns masking off)"
+    )
+
+# Proxy keys (`Authorization: Bearer omp_...`, managed in the admin or by create_proxy_key).
+PROXY_REQUIRE_KEY = env_bool("PROXY_REQUIRE_KEY", False)
+# How often each worker re-reads the keys (new keys are also looked up on a miss, once a second).
+PROXY_KEY_REFRESH_SECONDS = env_number("PROXY_KEY_REFRESH_SECONDS", 5.0, minimum=0.05)
+# Model management routes (pull, push, create, copy, delete, blobs): `all`, `admin-keys` or
+# `none`. Open by default like Ollama, for admin keys only once keys are required.
+PROXY_ALLOW_MANAGEMENT = env_str(
+    "PROXY_ALLOW_MANAGEMENT", "admin-keys" if PROXY_REQUIRE_KEY else "all"
+).lower()
+if PROXY_ALLOW_MANAGEMENT not in {"all", "admin-keys", "none"}:
+    raise ImproperlyConfigured(
+        f"PROXY_ALLOW_MANAGEMENT must be all, admin-keys or none, got {PROXY_ALLOW_MANAGEMENT!r}"
+    )
+# Per key, else per client IP, on the model routes; 0 is no limit. Shared by the workers
+# through the cache (Redis with REDIS_URL).
+PROXY_RATE_LIMIT_RPM = int(env_number("PROXY_RATE_LIMIT_RPM", 0, cast=int))
+PROXY_RATE_LIMIT_TOKENS_PER_DAY = int(env_number("PROXY_RATE_LIMIT_TOKENS_PER_DAY", 0, cast=int))
+
+# Admin logins: this many failures for one username from one address lock it for a while.
+ADMIN_LOGIN_MAX_FAILURES = int(env_number("ADMIN_LOGIN_MAX_FAILURES", 5, cast=int, minimum=1))
+ADMIN_LOGIN_LOCK_SECONDS = env_number("ADMIN_LOGIN_LOCK_SECONDS", 900.0, minimum=1)
+AUTHENTICATION_BACKENDS = [
+    "ollama_monitor.login_throttle.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- The live feed (/ws/messages/, channels) ------------------------------------------------
+
+# In memory within one process by default; with REDIS_URL, Redis carries each new message to
+# the readers connected to every worker.
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}

@@ -38,6 +38,7 @@ class Exchange:
         "http_status",
         "method",
         "path",
+        "rate_key",
         "request_body",
         "request_id",
         "started",
@@ -64,6 +65,8 @@ class Exchange:
             client_ip or "",
         )
         self.request_body = b""
+        # The rate-limit identity whose token count this exchange adds to (proxy.ratelimit).
+        self.rate_key: str | None = None
         self.http_status: int | None = None
         self.content_type = ""
         self.first_byte: float | None = None

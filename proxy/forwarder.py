@@ -16,7 +16,7 @@ import aiohttp
 from django.conf import settings
 from yarl import URL
 
-from . import metrics, ollama
+from . import access, metrics, ollama
 from .exchange import Exchange
 from .recorder import Recorder
 
@@ -79,6 +79,7 @@ class Forwarder:
     def __init__(self):
         self.session: aiohttp.ClientSession | None = None
         self.recorder: Recorder | None = None
+        self.access: access.Gate | None = None
         self.upstream = ""
         self.origin_allowed = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -91,8 +92,12 @@ class Forwarder:
         self.session = ollama.open_session()
         self.recorder = Recorder()
         self.recorder.start()
+        self.access = access.Gate()
+        await self.access.start()
 
     async def shutdown(self) -> None:
+        if self.access is not None:
+            await self.access.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         if self.session is not None:
@@ -128,6 +133,15 @@ class Forwarder:
                 await _respond(send, 204, b"", extra_headers + PREFLIGHT_HEADERS)
                 return
             extra_headers.append((b"vary", b"Origin"))
+
+        # Keys, management routes and rate limits (proxy/access.py), only when one is in use,
+        # or when a key of ours arrives before this worker has read that any exists.
+        if self.access.enabled or access.SCHEME in headers.get("authorization", ""):
+            refusal = await self.access.admit(exchange, headers, forwarded)
+            if refusal is not None:
+                await refusal.respond(send, extra_headers)
+                self.recorder.record(exchange, store=False)
+                return
 
         # Every exchange goes to the recorder, which counts them all in the metrics and stores
         # those to a model route as messages.

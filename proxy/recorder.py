@@ -6,6 +6,9 @@ database is down, locked or slow, a batch goes to an append-only spool of gzip J
 replayed once the database answers again. A full queue spills to the spool too: a stream is
 never blocked and a record is never silently dropped. Shutdown drains the queue.
 
+The writer also observes every exchange in the Prometheus metrics (proxy/metrics.py), from the
+same fields that make the messages, including exchanges on routes not stored as messages.
+
 Spool files are written whole and renamed into place, and claimed by renaming before replay,
 so several worker processes can share one spool directory.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from . import categories, consumers, costs, metrics, privacy, ratelimit, rollups
 from .exchange import Exchange
 from .models import Message
 
@@ -43,25 +47,36 @@ class Recorder:
         self.retry_seconds = settings.RECORDER_RETRY_SECONDS
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
         self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.database_down_since: float | None = None
         self.written = 0
         self.spooled = 0
         self.dropped = 0
         self.replayed = 0
+        self.metrics = metrics.ExchangeMetrics()
 
     # --- the event-loop side ----------------------------------------------------------------
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(self._run(), name="recorder")
 
-    def record(self, exchange: Exchange) -> None:
-        """Hand an exchange over; never waits. A full queue spills this record to the spool."""
+    def record(self, exchange: Exchange, *, store: bool = True) -> None:
+        """Hand an exchange over; never waits. A full queue spills this record to the spool.
+
+        Every exchange is counted in the metrics; only those with `store` become messages.
+        """
         try:
-            self.queue.put_nowait(exchange)
+            self.queue.put_nowait((exchange, store))
         except asyncio.QueueFull:
             # Rare (the writer is thousands of records behind); one small file write is
             # cheaper than holding the stream, and nothing is lost.
-            self._spool([_spoolable(exchange.to_fields())])
+            row = exchange.to_fields()
+            # Masked before the spool; with the rules already in memory (no query on the loop).
+            store = store and privacy.prepare(row, read_rules=False)
+            self._observe([row])
+            if store:
+                self._spool([_spoolable(row)])
 
     async def stop(self) -> None:
         """Write everything still queued, then stop the writer thread."""
@@ -80,6 +95,7 @@ class Recorder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self._reclaim_orphans)
+        await loop.run_in_executor(self.executor, self.metrics.refresh_database_size)
         stopping = False
         while not stopping:
             try:
@@ -97,21 +113,34 @@ class Recorder:
                     await loop.run_in_executor(self.executor, self._write, exchanges)
             except Exception:  # the writer must outlive any single bad batch
                 log.exception("recorder: a batch of %d could not be written", len(exchanges))
-                self.dropped += len(exchanges)
+                self._count_dropped(sum(1 for _, store in exchanges if store))
             finally:
+                metrics.QUEUE_DEPTH.set(self.queue.qsize())
                 for _ in batch:
                     self.queue.task_done()
 
     # --- the writer thread ------------------------------------------------------------------
 
-    def _write(self, batch: list[Exchange]) -> None:
-        rows = []
-        for exchange in batch:
+    def _write(self, batch: list[tuple[Exchange, bool]]) -> None:
+        rows, observed = [], []
+        for exchange, store in batch:
             try:
-                rows.append(exchange.to_fields())
+                row = exchange.to_fields()
             except Exception:
                 log.exception("recorder: could not read exchange %s", exchange.request_id)
-                self.dropped += 1
+                if store:
+                    self._count_dropped(1)
+                continue
+            # Record level and masking before anything reads or keeps the text.
+            store = store and privacy.prepare(row)
+            if exchange.rate_key is not None:
+                ratelimit.spend(exchange.rate_key, row)
+            _price_and_categorise(row, exchange.headers)
+            observed.append(row)
+            if store:
+                rows.append(row)
+        # After the rows are complete (cost included), before they are written or spooled.
+        self._observe(observed)
         if not rows:
             return
         if self._database_resting():
@@ -119,6 +148,8 @@ class Recorder:
             return
         if self._insert(rows):
             self.written += len(rows)
+            metrics.RECORDS_WRITTEN.inc(len(rows))
+            consumers.publish(rows, self.loop)  # the live feed; never waits, never raises
             self._replay_if_due()
         else:
             self._spool([_spoolable(row) for row in rows])
@@ -131,13 +162,19 @@ class Recorder:
     def _insert(self, rows: list[dict], *, replay: bool = False) -> bool:
         try:
             _limit_wait(settings.RECORDER_DB_TIMEOUT)
+            for row in rows:
+                if "category" not in row or "cost_usd" not in row:  # spilled from a full queue
+                    _price_and_categorise(row, None)
             with transaction.atomic():
+                new_rows = _not_yet_written(rows) if replay else rows
                 Message.objects.bulk_create(
                     [Message(**row) for row in rows],
                     batch_size=self.batch_size,
                     # A replay may repeat rows a crashed replay already wrote; request_id is unique.
                     ignore_conflicts=replay,
                 )
+                # In the same transaction: a rollup counts exactly the messages that are there.
+                rollups.add(new_rows)
         except DatabaseError as error:
             if self.database_down_since is None:
                 log.warning(
@@ -161,10 +198,12 @@ class Recorder:
             os.fsync(handle.fileno())
         temporary.rename(self.spool_dir / name)
         self.spooled += len(rows)
+        metrics.RECORDS_SPOOLED.inc(len(rows))
 
     def _replay_if_due(self) -> None:
         if self._database_resting():
             return
+        self.metrics.refresh_database_size()
         for path in sorted(self.spool_dir.glob("spool-*.jsonl.gz")):
             claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}")
             try:
@@ -183,6 +222,7 @@ class Recorder:
             return False
         claimed.unlink()
         self.replayed += len(rows)
+        metrics.RECORDS_REPLAYED.inc(len(rows))
         log.info("recorder: replayed %d spooled messages from %s", len(rows), claimed.name)
         return True
 
@@ -193,12 +233,51 @@ class Recorder:
             if not _alive(pid):
                 path.rename(path.with_name(path.name.rsplit(".claimed-", 1)[0]))
 
+    def _observe(self, rows: list[dict]) -> None:
+        for row in rows:
+            try:
+                self.metrics.observe(row)
+            except Exception:  # a metric must never cost a record
+                log.exception("recorder: could not observe exchange %s", row["request_id"])
+
+    def _count_dropped(self, count: int) -> None:
+        self.dropped += count
+        metrics.RECORDS_DROPPED.inc(count)
+
     def pending_spool_files(self) -> int:
         return sum(1 for _ in self.spool_dir.glob("spool-*.jsonl.gz*"))
 
 
 def _close_connection() -> None:
     connection.close()  # resolved in the writer thread, which owns this connection
+
+
+def _price_and_categorise(row: dict, headers: dict[str, str] | None) -> None:
+    """Set a row's cost and category; left unset when the price table or the rules cannot be
+    read (the database is away), so a replay sets them later. Request headers are known only
+    here, not on replay: header rules apply to messages written at once."""
+    try:
+        row["cost_usd"] = costs.current().cost_usd(row)
+        row["category"] = categories.current().categorise(row, headers)
+    except DatabaseError:
+        pass
+    except Exception:  # a rule must never cost a record
+        log.exception("recorder: could not price or categorise %s", row["request_id"])
+        row.setdefault("cost_usd", None)
+        row.setdefault("category", "")
+
+
+def _not_yet_written(rows: list[dict]) -> list[dict]:
+    """The rows of a replay that an earlier, interrupted replay did not write."""
+    written = set()
+    ids = [row["request_id"] for row in rows]
+    for start in range(0, len(ids), 500):
+        written.update(
+            Message.objects.filter(request_id__in=ids[start : start + 500]).values_list(
+                "request_id", flat=True
+            )
+        )
+    return [row for row in rows if row["request_id"] not in written]
 
 
 def _limit_wait(seconds: float) -> None:

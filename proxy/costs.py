@@ -1,0 +1,106 @@
+"""What a message costs, from the admin-editable price table (`ModelPrice`).
+
+Computed by the recorder's writer thread, never on a stream. The table is read at most every
+`RELOAD_SECONDS` per process (a change in this process applies at once), so a batch costs no
+extra query.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from dataclasses import dataclass
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from .models import ModelPrice
+
+RELOAD_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Price:
+    pattern: str
+    input_usd_per_token: float
+    output_usd_per_token: float
+    usd_per_second: float
+
+    def cost_usd(self, fields: dict) -> float:
+        seconds = fields.get("total_duration_seconds")
+        if seconds is None:
+            seconds = fields.get("latency_seconds") or 0.0
+        return (
+            (fields.get("input_tokens") or 0) * self.input_usd_per_token
+            + (fields.get("output_tokens") or 0) * self.output_usd_per_token
+            + seconds * self.usd_per_second
+        )
+
+
+class PriceBook:
+    """The enabled prices in the order they are tried: priority, then the longer pattern."""
+
+    def __init__(self, prices: list[ModelPrice]):
+        ordered = sorted(
+            (price for price in prices if price.enabled),
+            key=lambda price: (price.priority, -len(price.model_pattern), price.model_pattern),
+        )
+        self.prices = [
+            Price(
+                pattern=price.model_pattern.lower(),
+                input_usd_per_token=float(price.input_usd_per_million) / 1e6,
+                output_usd_per_token=float(price.output_usd_per_million) / 1e6,
+                usd_per_second=float(price.usd_per_second),
+            )
+            for price in ordered
+        ]
+        self.by_model: dict[str, Price | None] = {}
+
+    def price_for(self, model: str) -> Price | None:
+        try:
+            return self.by_model[model]
+        except KeyError:
+            pass
+        name = model.lower()
+        found = next((p for p in self.prices if fnmatch.fnmatchcase(name, p.pattern)), None)
+        if len(self.by_model) < 10_000:  # a client can send any model name
+            self.by_model[model] = found
+        return found
+
+    def cost_usd(self, fields: dict) -> float | None:
+        """The cost of a message's fields; None when no price covers its model."""
+        price = self.price_for(fields.get("model") or "")
+        return None if price is None else price.cost_usd(fields)
+
+
+_lock = threading.Lock()
+_book: PriceBook | None = None
+_loaded_at = 0.0
+
+
+def current() -> PriceBook:
+    """The price book, reloaded when older than RELOAD_SECONDS. Raises DatabaseError only when
+    the table cannot be read and no earlier copy exists."""
+    global _book, _loaded_at
+    with _lock:
+        if _book is None or time.monotonic() - _loaded_at > RELOAD_SECONDS:
+            try:
+                _book = PriceBook(list(ModelPrice.objects.all()))
+            except Exception:
+                if _book is None:
+                    raise
+            _loaded_at = time.monotonic()
+        return _book
+
+
+def forget() -> None:
+    """Read the table again on next use (a change made in this process)."""
+    global _book
+    with _lock:
+        _book = None
+
+
+@receiver([post_save, post_delete], sender=ModelPrice)
+def _changed(**kwargs) -> None:
+    forget()

@@ -1,0 +1,171 @@
+"""Rollups: the sums dashboards read instead of scanning messages (DESIGN.md §4).
+
+The writer calls `add()` in the transaction that inserts the messages, so a rollup never
+counts a message that is not there, nor misses one that is. Rows are upserted with
+`INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n`, the same statement on PostgreSQL
+and SQLite; concurrent writers (several workers) add up instead of overwriting each other.
+`rebuild()` recomputes a time range from the messages (after a price or rule change).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+from django.db.models import Max, Min
+
+from .models import (
+    ROLLUP_SUMS,
+    USER_ROLLUP_SUMS,
+    Message,
+    MessageRollup,
+    UserRollup,
+    histogram_index,
+)
+
+MESSAGE_KEYS = ("bucket_seconds", "bucket_start", "model", "status", "category", "endpoint")
+USER_KEYS = ("bucket_seconds", "bucket_start", "user", "model", "status")
+# Where each histogram starts among a MessageRollup's sums.
+_LATENCY_AT = ROLLUP_SUMS.index("latency_bucket_00")
+_TTFT_AT = ROLLUP_SUMS.index("ttft_bucket_00")
+# The message fields a rollup is made of.
+FIELDS = (
+    "timestamp",
+    "model",
+    "status",
+    "category",
+    "endpoint",
+    "user",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_seconds",
+    "ttft_seconds",
+    "tokens_per_second",
+)
+
+
+def sums(rows: Iterable[dict]) -> tuple[dict, dict]:
+    """The rollup increments of some messages' fields: {key: [sums]} for both tables."""
+    messages: dict[tuple, list] = {}
+    users: dict[tuple, list] = {}
+    size = len(ROLLUP_SUMS)
+    for row in rows:
+        epoch = math.floor(row["timestamp"].timestamp())
+        model = row.get("model") or ""
+        dims = (model, row["status"], row.get("category") or "", row["endpoint"])
+        input_tokens = row.get("input_tokens")
+        output_tokens = row.get("output_tokens")
+        cost = row.get("cost_usd") or 0.0
+        latency = row["latency_seconds"]
+        ttft = row.get("ttft_seconds")
+        rate = row.get("tokens_per_second")
+        rated = bool(rate and rate > 0 and output_tokens is not None)
+        latency_at = _LATENCY_AT + histogram_index(latency)
+        ttft_at = None if ttft is None else _TTFT_AT + histogram_index(ttft)
+        for seconds in MessageRollup.RESOLUTIONS:
+            key = (seconds, epoch - epoch % seconds, *dims)
+            total = messages.get(key)
+            if total is None:
+                total = messages[key] = [0] * size
+            total[0] += 1
+            if input_tokens is not None:
+                total[1] += input_tokens
+                total[2] += 1
+            if output_tokens is not None:
+                total[3] += output_tokens
+                total[4] += 1
+            total[5] += cost
+            total[6] += latency
+            if ttft is not None:
+                total[7] += 1
+                total[8] += ttft
+                total[ttft_at] += 1
+            if rated:
+                total[9] += output_tokens
+                total[10] += output_tokens / rate
+            total[latency_at] += 1
+        user = row.get("user") or ""
+        for seconds in UserRollup.RESOLUTIONS:
+            key = (seconds, epoch - epoch % seconds, user, model, row["status"])
+            total = users.get(key)
+            if total is None:
+                total = users[key] = [0, 0, 0, 0.0]
+            total[0] += 1
+            total[1] += input_tokens or 0
+            total[2] += output_tokens or 0
+            total[3] += cost
+    return messages, users
+
+
+def add(rows: Iterable[dict]) -> None:
+    """Add messages' fields to the rollups; call inside the transaction that inserts them."""
+    messages, users = sums(rows)
+    with connection.cursor() as cursor:
+        if messages:
+            cursor.executemany(
+                _upsert(MessageRollup, MESSAGE_KEYS, ROLLUP_SUMS),
+                [(*key, *values) for key, values in messages.items()],
+            )
+        if users:
+            cursor.executemany(
+                _upsert(UserRollup, USER_KEYS, USER_ROLLUP_SUMS),
+                [(*key, *values) for key, values in users.items()],
+            )
+
+
+_statements: dict[tuple, str] = {}
+
+
+def _upsert(model, keys: tuple, counters: tuple) -> str:
+    cache_key = (model, connection.vendor)
+    if cache_key not in _statements:
+        quote = connection.ops.quote_name
+        table = quote(model._meta.db_table)
+        columns = ", ".join(quote(name) for name in (*keys, *counters))
+        placeholders = ", ".join(["%s"] * (len(keys) + len(counters)))
+        updates = ", ".join(
+            f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in counters
+        )
+        _statements[cache_key] = (
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
+            f"ON CONFLICT ({', '.join(quote(name) for name in keys)}) DO UPDATE SET {updates}"
+        )
+    return _statements[cache_key]
+
+
+def rebuild(start: datetime | None = None, end: datetime | None = None, batch: int = 5000):
+    """Recompute the rollups of whole UTC days from the messages, one day per transaction.
+
+    Covers the days from `start` to `end` (default: every day with messages). Safe beside a
+    running writer: its upserts wait for the day's transaction, then add to the rebuilt rows.
+    Yields each day done (epoch seconds) so a command can report progress.
+    """
+    found = Message.objects.aggregate(first=Min("timestamp"), last=Max("timestamp"))
+    if found["first"] is None:
+        return
+    first = _day(max(start, found["first"]) if start else found["first"])
+    last = _day(min(end, found["last"]) if end else found["last"])
+    for day in range(first, last + 86400, 86400):
+        with transaction.atomic():
+            for model in (MessageRollup, UserRollup):
+                model.objects.filter(bucket_start__gte=day, bucket_start__lt=day + 86400).delete()
+            day_messages = Message.objects.filter(
+                timestamp__gte=datetime.fromtimestamp(day, UTC),
+                timestamp__lt=datetime.fromtimestamp(day + 86400, UTC),
+            ).order_by("id")
+            after = 0
+            while True:
+                rows = list(day_messages.filter(id__gt=after).values("id", *FIELDS)[:batch])
+                if not rows:
+                    break
+                add(rows)
+                after = rows[-1]["id"]
+        yield day
+
+
+def _day(moment: datetime) -> int:
+    epoch = math.floor(moment.timestamp())
+    return epoch - epoch % 86400
