@@ -95,7 +95,8 @@
     : value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`);
   const money = (value) => (value === null || value === undefined ? "—" : `$${value.toFixed(value < 1 ? 4 : 2)}`);
   const count = (value) => (value === null || value === undefined ? "—" : integer.format(value));
-  const when = (iso) => new Date(iso).toLocaleString();
+  const when = (iso) => new Date(iso).toLocaleString([], {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
   function setStatus(text) {
     document.getElementById("status").textContent = text;
@@ -144,6 +145,7 @@
   function timeLabel(iso, step) {
     const date = new Date(iso);
     if (step >= 86400) return date.toLocaleDateString();
+    if (step < 3600) return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     return date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   }
 
@@ -167,7 +169,10 @@
     draw("time", {
       type: "bar",
       data: { labels: times.map((time) => timeLabel(time, step)), datasets },
-      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, title: { display: true, text: "messages" } } } },
+      options: { scales: {
+        x: { stacked: true, ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 12 } },
+        y: { stacked: true, beginAtZero: true, title: { display: true, text: "messages" } },
+      } },
     }, (index, datasetIndex) => {
       const start = new Date(times[index]);
       const end = new Date(start.getTime() + step * 1000 - 1);
@@ -261,7 +266,7 @@
     if (!content) return "hidden";
     if (text === null || text === undefined) return "";
     const flat = text.replace(/\s+/g, " ").trim();
-    return flat.length > 90 ? `${flat.slice(0, 90)}…` : flat;
+    return flat.length > 80 ? `${flat.slice(0, 80)}…` : flat;
   }
 
   function messageRow(message) {
