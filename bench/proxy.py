@@ -4,7 +4,8 @@
 
 Starts on loopback the simulated Ollama with pacing off, nginx with a plain `proxy_pass` config
 (when installed), and the proxy as users run it (uvicorn with uvloop and httptools, recording
-on) on SQLite and on PostgreSQL, plus granian as the ASGI server for comparison. Every case is
+on) on SQLite and on PostgreSQL; in a full run also under granian (when installed) for the
+ASGI-server comparison, and with two uvicorn workers. Every case is
 sent to every path in turn, so a disturbance on the machine hits all of them alike; results are
 ratios against the direct path and nginx measured in the same run. Then, unpinned, the proxy
 with one worker against two. At the end each proxy is stopped with SIGTERM (it flushes its
