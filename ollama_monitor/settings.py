@@ -214,6 +214,8 @@ PROXY_USER_HEADERS = [
 
 RECORDER_QUEUE_SIZE = int(env_number("RECORDER_QUEUE_SIZE", 10000, cast=int, minimum=1))
 RECORDER_BATCH_SIZE = int(env_number("RECORDER_BATCH_SIZE", 500, cast=int, minimum=1))
+# How long the writer waits for more records before a transaction; 0 writes each at once.
+RECORDER_BATCH_WINDOW = env_number("RECORDER_BATCH_WINDOW", 0.05)
 RECORDER_SPOOL_DIR = Path(env_str("RECORDER_SPOOL_DIR", str(DATA_DIR / "spool")))
 # How long one batch insert may wait for the database before it goes to the spool instead.
 RECORDER_DB_TIMEOUT = env_number("RECORDER_DB_TIMEOUT", 5.0)

@@ -164,8 +164,9 @@ class Forwarder:
             self.recorder.record(exchange, store=recording)
             return
 
-        task = asyncio.current_task()
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task, exchange))
+        # With the loop at hand: on Python 3.11 looking it up costs a getpid() system call.
+        task = asyncio.current_task(self.loop)
+        watcher = self.loop.create_task(_watch_disconnect(receive, task, exchange))
         metrics.REQUESTS_IN_FLIGHT.inc()
         try:
             await self._relay(

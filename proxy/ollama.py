@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from django.conf import settings
 
 # Routes that run a model: each request on them becomes a Message. The value is the operation.
@@ -158,7 +159,7 @@ def _input_text(value: Any) -> str:
 def parse_request(path: str, body: bytes) -> RequestInfo:
     """What was asked: model, prompt text and options, from a model route's request body."""
     try:
-        data = json.loads(body) if body else None
+        data = _loads(body) if body else None
     except ValueError:
         return RequestInfo(error="request body is not JSON")
     if not isinstance(data, dict):
@@ -291,13 +292,22 @@ def _read_openai(info: ResponseInfo, obj: dict, streamed: bool) -> None:
         info.done = True
 
 
+def _loads(data: bytes):
+    """orjson (5x faster on stream lines, bench/proxy.py), json for what it refuses (NaN,
+    integers over 64 bits), so parsing accepts what Ollama's clients may send."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def _json_objects(lines: list[bytes]):
     for line in lines:
         line = line.strip()
         if not line:
             continue
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except ValueError:
             continue  # a line cut by the retention cap, or not JSON at all
         if isinstance(obj, dict):
