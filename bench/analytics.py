@@ -352,6 +352,8 @@ def measure(args) -> dict:
             timeout=600,
         ) as client:
             for group, name, path, params in cases:
+                if args.only and group not in args.only:
+                    continue
                 repeat = args.repeat if group != "scan" else max(3, args.repeat // 10)
                 timings, size = _time(client, path, params, repeat)
                 results["cases"].append(
@@ -365,7 +367,7 @@ def measure(args) -> dict:
                 )
                 print(f"  {group:13} {name:40} p95 {_p95(timings) * 1000:8.1f} ms", file=sys.stderr)
             results["server_peak_rss_mb_before_export"] = server.peak_rss_mb()
-            for export_format in ("csv", "jsonl"):
+            for export_format in ("csv", "jsonl") if not args.only else ():
                 started = time.perf_counter()
                 with client.stream("GET", "/export", params={"format": export_format}) as response:
                     size = sum(len(chunk) for chunk in response.iter_raw())
@@ -383,10 +385,11 @@ def measure(args) -> dict:
             results["server_peak_rss_mb_after_export"] = server.peak_rss_mb()
     finally:
         server.stop()
-    results["memory"] = {
-        "all": _export_peak(None),
-        "tenth": _export_peak(START + SPAN * 0.9),
-    }
+    if not args.only:
+        results["memory"] = {
+            "all": _export_peak(None),
+            "tenth": _export_peak(START + SPAN * 0.9),
+        }
     return results
 
 
@@ -479,6 +482,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--fresh", action="store_true", help="Generate the data again.")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["list", "search", "aggregations", "scan"],
+        help="Time only these groups (no export, no table); for working on one of them.",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -505,10 +514,12 @@ def main() -> None:
         print(f"=== {label} ({args.n:,} messages) ===", file=sys.stderr)
         command = [sys.executable, __file__, "--child", "--database-url", url]
         command += ["--n", str(args.n), "--repeat", str(args.repeat), "--seed", str(args.seed)]
+        command += ["--only", *args.only] if args.only else []
         output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
         line = next(line for line in output.splitlines() if line.startswith("RESULT "))
         results[label] = json.loads(line.removeprefix("RESULT "))
-    print(tables(results, args))
+    if not args.only:
+        print(tables(results, args))
 
 
 def _create_postgres_database(server_url: str, name: str, fresh: bool) -> None:

@@ -292,9 +292,9 @@ def env_record_levels(name: str, default: str) -> list[tuple[str, str]]:
     return levels
 
 
-# What a message keeps, per route (`/api/...`) or model (glob; a name without a tag matches
-# every tag): full, metadata (no text), none (no message; still counted in the metrics). The
-# most restrictive matching entry wins; `*` applies when none matches.
+# What a message keeps, per route (`/api/embed`, `/v1/*`) or model (`llama3.2`, `qwen*`; a name
+# without a tag matches every tag): full, metadata (no text), none (no message; still counted in
+# the metrics). The most restrictive matching entry wins; `*` applies when none matches.
 RECORD_LEVELS = env_record_levels("RECORD_LEVELS", "*=full")
 
 # PII kinds masked in what is stored (proxy/masking.py); empty turns the built-in kinds off.

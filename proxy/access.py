@@ -100,8 +100,8 @@ class Gate:
         headers to forward, and notes the key's owner and the rate-limit identity."""
         key: KnownKey | None = None
         if "authorization" in headers:
-            secrets = [our_secret(value) for name, value in forwarded if name == "authorization"]
-            presented = [secret for secret in secrets if secret is not None]
+            found = [our_secret(value) for name, value in forwarded if name == "authorization"]
+            presented = [secret for secret in found if secret is not None]
             if presented:
                 forwarded[:] = [
                     (name, value)
@@ -110,7 +110,13 @@ class Gate:
                 ]
                 key = self.keys.get(presented[0]) or await self.keys.get_fresh(presented[0])
                 if key is None or not key.valid:
-                    return refuse(exchange, 401, "unauthorized", "invalid or revoked proxy key")
+                    return refuse(
+                        exchange,
+                        401,
+                        "unauthorized",
+                        "invalid or revoked proxy key",
+                        (BEARER_CHALLENGE,),
+                    )
                 if not any(headers.get(name) for name in self.user_headers):
                     exchange.user = key.username
         path = exchange.path

@@ -92,10 +92,11 @@ def _bucket_counts(field: str) -> dict:
 def _sums(grouped) -> list[dict]:
     """Grouped sums as dicts named like the columns they sum (a `sum_` alias cannot clash with
     a column of the same name while the query is built)."""
-    return [
-        {name.removeprefix("sum_"): value for name, value in row.items()}
-        for row in grouped.order_by()
-    ]
+    rows = list(grouped.order_by())
+    if not rows:
+        return rows
+    names = [name.removeprefix("sum_") for name in rows[0]]
+    return [dict(zip(names, row.values(), strict=True)) for row in rows]
 
 
 class EpochSeconds(models.Func):

@@ -54,13 +54,17 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def level_for(endpoint: str, model: str) -> str:
-    """The record level of a message: the strictest entry matching its route or its model,
-    else the `*` entry, else full."""
+    """The record level of a message: the strictest entry matching its route (`/api/embed`,
+    `/v1/*`) or its model (`llama3.2`, `qwen*`), else the `*` entry, else full."""
     default, found = FULL, []
     for pattern, level in settings.RECORD_LEVELS:
         if pattern == "*":
             default = level
-        elif endpoint == pattern if pattern.startswith("/") else _model_matches(pattern, model):
+        elif (
+            fnmatch.fnmatchcase(endpoint, pattern)
+            if pattern.startswith("/")
+            else _model_matches(pattern, model)
+        ):
             found.append(level)
     return max(found, key=_STRICTNESS.__getitem__) if found else default
 

@@ -2,6 +2,7 @@
 
 from typing import Literal
 
+from django.http import HttpResponse
 from ninja import Query, Router
 from ninja.errors import HttpError
 
@@ -24,11 +25,12 @@ def aggregate(
     criterion does so for the user figures. Percentiles are estimated from
     histogram buckets: see `bounds`. Cached for a few seconds (ANALYTICS_CACHE_SECONDS)."""
     try:
-        return aggregations.aggregations(filters, interval, top_users)
+        figures = aggregations.aggregations(filters, interval, top_users)
     except aggregations.TooManyPoints as error:
         raise HttpError(422, str(error)) from None
+    return HttpResponse(figures, content_type="application/json")
 
 
 @router.get("/models", response=ModelList, summary="Models seen, with their figures")
 def models(request, filters: Query[MessageFilter]):
-    return aggregations.models(filters)
+    return HttpResponse(aggregations.models(filters), content_type="application/json")

@@ -14,6 +14,7 @@ import ollama
 import pytest
 from django.conf import settings
 
+from analytics.schemas import Aggregations, ModelList
 from proxy.models import Message
 
 from .conftest import T0
@@ -447,3 +448,13 @@ def test_a_redis_url_that_is_not_one_stops_the_start():
 
     assert shown.returncode != 0
     assert "REDIS_URL must be a redis://" in shown.stderr
+
+
+def test_the_responses_have_exactly_the_documented_shape(api, write):
+    write(*varied_messages(60))
+
+    for params in ({}, {"min_latency": 0, "interval": "1d"}):
+        figures = aggregate(api, **params)
+        assert Aggregations.model_validate(figures).model_dump(mode="json") == figures
+    models = api.get("/models").json()
+    assert ModelList.model_validate(models).model_dump(mode="json") == models

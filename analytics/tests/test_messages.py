@@ -286,3 +286,19 @@ def test_filter_values_reach_the_database_as_parameters_not_sql(api, catalogue):
 def labels_of(page: dict, catalogue) -> str:
     names = {message.request_id.hex: label for label, message in catalogue.items()}
     return "".join(names[row["id"]] for row in page["messages"])
+
+
+def test_the_list_and_the_live_feed_give_a_message_the_same_shape(api, write):
+    (message,) = write({"timestamp": T0 + timedelta(microseconds=250), "stream": False})
+    (whole_second,) = write({"timestamp": T0 + timedelta(minutes=9)})
+
+    listed = api.get("/messages").json()["messages"]
+
+    assert listed == [
+        whole_second.as_json(content=True),
+        Message.objects.get(pk=message.pk).as_json(content=True),
+    ]
+    assert [row["timestamp"] for row in listed] == [
+        "2026-03-02T12:09:00Z",
+        "2026-03-02T12:00:00.000250Z",
+    ]

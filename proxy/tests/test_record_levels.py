@@ -74,6 +74,8 @@ def test_metadata_drops_every_text_field_of_a_chat(proxy_settings, start_proxy):
         ([("/api/chat", "metadata"), ("qwen3", "none")], "/api/chat", "qwen3", "none"),
         ([("qwen3", "metadata"), ("*", "none")], "/api/chat", "qwen3", "metadata"),
         ([("/api/embed", "none"), ("*", "metadata")], "/api/chat", "qwen3", "metadata"),
+        ([("/v1/*", "none")], "/v1/chat/completions", "qwen3", "none"),
+        ([("/v1/*", "none")], "/api/chat", "qwen3", "full"),
     ],
 )
 def test_the_level_of_a_message(settings, levels, endpoint, model, expected):
