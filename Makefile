@@ -52,3 +52,7 @@ simulate: $(VENV)/.runtime
 demo: $(VENV)/.dev
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py demo
+
+## bench: the proxy's overhead against the direct path and nginx (bench/proxy.py; --quick for a short run)
+bench: $(VENV)/.dev
+	$(PY) bench/proxy.py $(BENCH_ARGS)
