@@ -1,7 +1,27 @@
-"""The admin for API tokens: issue (the token is shown once), see use, revoke."""
+"""The admin's reading side: recorded messages (a read-only microscope) and API tokens."""
+
+import json
+import uuid
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models.functions import Substr
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 
+from proxy.models import (
+    Message,
+    MessageRollup,
+    UserRollup,
+    search_words,
+)
+
+from .auth import READ_CONTENT
+from .export import export_response
 from .models import ApiToken
 
 
@@ -49,3 +69,358 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         for token in queryset.filter(revoked_at__isnull=True):
             token.revoke()
+
+
+class DimensionFilter(admin.SimpleListFilter):
+    """One value of a column, chosen among those the rollups have seen (a few hundred day rows)
+    rather than by a DISTINCT over every message. The parameter has the analytics filter's
+    name (`model`, `user`, ...), so an admin link and a dashboard link read the same."""
+
+    rollup = MessageRollup
+
+    def lookups(self, request, model_admin):
+        return [(value, value) for value in self.rollup.objects.values_seen(self.parameter_name)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(**{self.parameter_name: value})
+
+
+class ModelFilter(DimensionFilter):
+    title = "model"
+    parameter_name = "model"
+
+
+class EndpointFilter(DimensionFilter):
+    title = "endpoint"
+    parameter_name = "endpoint"
+
+
+class CategoryFilter(DimensionFilter):
+    title = "category"
+    parameter_name = "category"
+
+
+class UserFilter(DimensionFilter):
+    title = "user"
+    parameter_name = "user"
+    rollup = UserRollup
+
+
+class RangeFilter(admin.SimpleListFilter):
+    """Bands of a measure; `low-high` in the URL, the high bound excluded, open when empty."""
+
+    column: str
+    bands: tuple[tuple[str, str], ...]
+
+    def lookups(self, request, model_admin):
+        return self.bands
+
+    def queryset(self, request, queryset):
+        if self.value() not in dict(self.bands):
+            return queryset
+        low, high = self.value().split("-")
+        if low:
+            queryset = queryset.filter(**{f"{self.column}__gte": float(low)})
+        if high:
+            queryset = queryset.filter(**{f"{self.column}__lt": float(high)})
+        return queryset
+
+
+class LatencyFilter(RangeFilter):
+    title = "latency"
+    parameter_name = "latency"
+    column = "latency_seconds"
+    bands = (
+        ("-1", "under 1 s"),
+        ("1-5", "1 to 5 s"),
+        ("5-30", "5 to 30 s"),
+        ("30-", "30 s or more"),
+    )
+
+
+class TtftFilter(RangeFilter):
+    title = "time to first token"
+    parameter_name = "ttft"
+    column = "ttft_seconds"
+    bands = (("-0.5", "under 0.5 s"), ("0.5-2", "0.5 to 2 s"), ("2-", "2 s or more"))
+
+
+class InputTokensFilter(RangeFilter):
+    title = "input tokens"
+    parameter_name = "input_tokens"
+    column = "input_tokens"
+    bands = (
+        ("-100", "under 100"),
+        ("100-1000", "100 to 1,000"),
+        ("1000-10000", "1,000 to 10,000"),
+        ("10000-", "10,000 or more"),
+    )
+
+
+class OutputTokensFilter(InputTokensFilter):
+    title = "output tokens"
+    parameter_name = "output_tokens"
+    column = "output_tokens"
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts at most `COUNT_LIMIT` rows: a count of every matching message on each page is
+    what makes a changelist slow at millions of rows (DESIGN.md §4). Deeper than that, the
+    dashboard's cursor-paged table goes on."""
+
+    COUNT_LIMIT = 10_000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.COUNT_LIMIT + 1].count()
+
+    @property
+    def bounded(self) -> bool:
+        return self.count > self.COUNT_LIMIT
+
+
+# Columns never read by the changelist: the text, besides a prompt excerpt, can be megabytes.
+WIDE_FIELDS = (
+    "prompt",
+    "messages",
+    "options",
+    "response",
+    "thinking",
+    "tool_calls",
+    "error",
+    "user_agent",
+)
+EXCERPT_CHARS = 80
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    """Recorded messages: search, filter, read one in full, export; never edited."""
+
+    date_hierarchy = "timestamp"
+    list_display = (
+        "timestamp",
+        "model",
+        "user",
+        "status",
+        "tokens",
+        "latency",
+        "ttft",
+        "cost",
+        "category",
+        "prompt_excerpt",
+    )
+    list_display_links = ("timestamp",)
+    list_filter = (
+        "status",
+        ModelFilter,
+        EndpointFilter,
+        UserFilter,
+        CategoryFilter,
+        ("timestamp", admin.DateFieldListFilter),
+        InputTokensFilter,
+        OutputTokensFilter,
+        LatencyFilter,
+        TtftFilter,
+    )
+    # The search box searches through the full-text index (get_search_results), never LIKE.
+    search_fields = ("prompt",)
+    search_help_text = (
+        "Words in the prompt or the response (all of them, any order), or a request id."
+    )
+    # Sorting by anything but time would sort millions of rows without an index.
+    ordering = ("-timestamp", "-id")
+    sortable_by = ("timestamp",)
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = BoundedCountPaginator
+    list_per_page = 50
+    actions = ("export_csv", "export_jsonl")
+    change_form_template = "admin/proxy/message/detail.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).defer(*WIDE_FIELDS)
+        if can_read_content(request.user):
+            queryset = queryset.annotate(prompt_head=Substr("prompt", 1, EXCERPT_CHARS + 1))
+        return queryset
+
+    def get_object(self, request, object_id, from_field=None):
+        """The whole message (the changelist's queryset leaves the text out)."""
+        try:
+            return Message.objects.get(pk=int(object_id))
+        except (ValueError, Message.DoesNotExist):
+            return None
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(request_id=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        if not search_words(term):
+            return queryset.none(), False
+        return queryset.search(term), False
+
+    # --- columns ----------------------------------------------------------------------------
+
+    @admin.display(description="tokens in → out")
+    def tokens(self, message):
+        return f"{_number(message.input_tokens)} → {_number(message.output_tokens)}"
+
+    @admin.display(description="latency")
+    def latency(self, message):
+        return _seconds(message.latency_seconds)
+
+    @admin.display(description="ttft")
+    def ttft(self, message):
+        return _seconds(message.ttft_seconds)
+
+    @admin.display(description="cost")
+    def cost(self, message):
+        return "—" if message.cost_usd is None else f"${message.cost_usd:.4f}"
+
+    @admin.display(description="prompt")
+    def prompt_excerpt(self, message):
+        head = getattr(message, "prompt_head", None)
+        if head is None:
+            return format_html('<span class="masked">{}</span>', MASKED)
+        head = " ".join(head.split())
+        return head[:EXCERPT_CHARS] + ("…" if len(head) > EXCERPT_CHARS else "")
+
+    # --- the detail page --------------------------------------------------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        message = self.get_object(request, object_id)
+        if message is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, message):
+            raise PermissionDenied
+        content = can_read_content(request.user)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "app_label": self.opts.app_label,
+            "title": str(message),
+            "subtitle": None,
+            "original": message,
+            "message": message,
+            "content": content,
+            "masked": MASKED,
+            "conversation": conversation(message) if content else None,
+            "tool_calls_json": _pretty(message.tool_calls) if content else None,
+            "options_json": _pretty(message.options),
+            "timings": timings(message),
+            "same_user": _links(self.opts, "user", message.user),
+            "same_model": _links(self.opts, "model", message.model),
+            "has_delete_permission": self.has_delete_permission(request, message),
+            "preserved_filters": self.get_preserved_filters(request),
+            "is_popup": False,
+            "to_field": None,
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.change_form_template, context)
+
+    # --- actions ----------------------------------------------------------------------------
+
+    @admin.action(description="Export the selected messages as CSV", permissions=["view"])
+    def export_csv(self, request, queryset):
+        return export_response(queryset, "csv", content=can_read_content(request.user))
+
+    @admin.action(description="Export the selected messages as JSON lines", permissions=["view"])
+    def export_jsonl(self, request, queryset):
+        return export_response(queryset, "jsonl", content=can_read_content(request.user))
+
+
+MASKED = "hidden: needs the permission to view message content"
+
+
+def can_read_content(user) -> bool:
+    return user.has_perm(READ_CONTENT)
+
+
+def _number(value) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _pretty(value) -> str | None:
+    return None if value in (None, [], {}) else json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _links(opts, name: str, value: str) -> dict | None:
+    """Where the messages sharing this value are: the admin list and the dashboard."""
+    if not value:
+        return None
+    query = urlencode({name: value})
+    changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    return {"value": value, "admin": f"{changelist}?{query}", "dashboard": f"/dashboard/?{query}"}
+
+
+def conversation(message: Message) -> list[dict]:
+    """The prompt as turns of a conversation: the chat history sent when there is one (system
+    prompt, images noted, tool calls), else the prompt as one user turn."""
+    if message.messages:
+        turns = []
+        for entry in message.messages:
+            if not isinstance(entry, dict):
+                continue
+            turns.append(
+                {
+                    "role": str(entry.get("role") or "?"),
+                    "content": str(entry.get("content") or ""),
+                    "images": entry.get("images") or 0,
+                    "thinking": entry.get("thinking") or "",
+                    "tool_calls": _pretty(entry.get("tool_calls")),
+                    "tool_name": entry.get("tool_name") or entry.get("name") or "",
+                }
+            )
+        return turns
+    return [{"role": "prompt", "content": message.prompt, "images": 0}]
+
+
+def timings(message: Message) -> dict:
+    """Where the time went: Ollama's load, prompt evaluation and generation, and the rest of
+    what the proxy measured (queueing, network, the proxy itself); widths in % of the total."""
+    total = message.latency_seconds or 0.0
+    parts = [
+        ("load", "model load", message.load_duration_seconds),
+        ("prompt", "prompt evaluation", message.prompt_eval_duration_seconds),
+        ("generation", "generation", message.eval_duration_seconds),
+    ]
+    known = sum(seconds for _, _, seconds in parts if seconds)
+    if total and known <= total:
+        parts.append(("other", "other (queue, network, proxy)", total - known))
+    scale = max(total, known) or 1.0
+    return {
+        "parts": [
+            {
+                "key": key,
+                "label": label,
+                "text": _seconds(seconds),
+                "percent": round(100 * seconds / scale, 1),
+            }
+            for key, label, seconds in parts
+            if seconds is not None
+        ],
+        "total": _seconds(message.latency_seconds),
+        "ollama_total": _seconds(message.total_duration_seconds),
+        "ttft": _seconds(message.ttft_seconds),
+        "tokens_per_second": (
+            "—" if message.tokens_per_second is None else f"{message.tokens_per_second:.1f}"
+        ),
+    }

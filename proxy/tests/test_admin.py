@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from proxy import rollups
-from proxy.admin import BoundedCountPaginator
+from analytics.admin import BoundedCountPaginator
 from proxy.models import Message
 
 pytestmark = pytest.mark.django_db
