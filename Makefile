@@ -39,6 +39,9 @@ test: $(VENV)/.dev lint
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@echo "All checks passed. 'make run' serves the proxy on http://$(HOST):$(PORT)" \
+		"(dashboard /dashboard/, admin /admin/, API /analytics/docs, metrics /metrics);" \
+		"create the first admin user with: $(PY) manage.py createsuperuser"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .

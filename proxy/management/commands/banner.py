@@ -22,7 +22,10 @@ class Command(BaseCommand):
                     "Ollama Monitor",
                     f"  proxy (point Ollama clients here)  {base}   e.g. OLLAMA_HOST={host}:{port}",
                     f"  OpenAI-compatible clients          {base}/v1",
+                    f"  dashboard (charts, live feed)      {base}/dashboard/",
                     f"  admin (search recorded messages)   {base}/admin/",
+                    f"  analytics API (OpenAPI docs)       {base}/analytics/docs",
+                    f"  Prometheus metrics                 {base}/metrics",
                     f"  upstream Ollama                    {settings.OLLAMA_URL}",
                     f"  database                           {database['ENGINE'].rsplit('.', 1)[1]} "
                     f"{database['NAME']}",
