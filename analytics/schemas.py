@@ -8,6 +8,8 @@ from ninja import Schema
 from pydantic import Field
 
 CONTENT_NOTE = "Null without the permission proxy.view_message_content."
+# Written as text, not re-encoded: the same to the microsecond in lists, exports and the feed.
+TIME_NOTE = "ISO 8601 in UTC, e.g. 2026-03-02T12:00:00.000250Z (no fraction on a whole second)."
 
 
 class MessageOut(Schema):
@@ -15,7 +17,7 @@ class MessageOut(Schema):
     and order are `proxy.models.Message.JSON_FIELDS`)."""
 
     id: str = Field(description="The message's request id, as in the X-Request-Id header.")
-    timestamp: datetime
+    timestamp: str = Field(json_schema_extra={"format": "date-time"}, description=TIME_NOTE)
     endpoint: str
     model: str
     status: str = Field(description="success, error or cancelled.")
@@ -79,7 +81,10 @@ class Figures(Schema):
 
 
 class TimePoint(Schema):
-    time: datetime = Field(description="Start of the interval (UTC; weeks start on Monday).")
+    time: str = Field(
+        json_schema_extra={"format": "date-time"},
+        description="Start of the interval (UTC; weeks start on Monday).",
+    )
     messages: int
     errors: int
     input_tokens: int
