@@ -17,7 +17,14 @@ from typing import Annotated, Literal
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    model_validator,
+)
 
 from proxy.models import Message, search_words
 
@@ -58,9 +65,18 @@ def _blank_is_absent(value):
     return None if value == "" else value
 
 
+def _printable(value):
+    """Control characters are in no model, user or word; PostgreSQL refuses NUL in text outright
+    (a 500 otherwise), so they get a clear 422 on both databases."""
+    if isinstance(value, str) and any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
 Blank = BeforeValidator(_blank_is_absent)
+Printable = AfterValidator(_printable)
 Time = Annotated[datetime | None, BeforeValidator(parse_time)]
-Text = Annotated[Annotated[str, Field(max_length=255)] | None, Blank]
+Text = Annotated[Annotated[str, Field(max_length=255), Printable] | None, Blank]
 Count = Annotated[NonNegativeInt | None, Blank]
 Amount = Annotated[NonNegativeFloat | None, Blank]
 
@@ -68,7 +84,7 @@ Amount = Annotated[NonNegativeFloat | None, Blank]
 class MessageFilter(Schema):
     """Which messages: every given criterion must hold."""
 
-    search: Annotated[Annotated[str, Field(max_length=500)] | None, Blank] = Field(
+    search: Annotated[Annotated[str, Field(max_length=500), Printable] | None, Blank] = Field(
         None,
         description="Words that must all appear in the prompt or the response (any order, any "
         "case; punctuation separates words).",

@@ -197,3 +197,13 @@ def test_text_no_database_can_store_is_recorded_without_losing_the_message(proxy
     odd = Message.objects.exclude(prompt=GENERATE["prompt"]).get()
     assert "\x00" not in odd.prompt + odd.model + json.dumps(odd.messages)
     assert proxy.forwarder.recorder.dropped == 0
+
+
+@pytest.mark.parametrize("name", TEXT_FILTERS)
+@pytest.mark.parametrize("value", ["\x00", "llama\x00", "a\x1bb"])
+def test_control_characters_in_filters_get_a_422_on_every_database(api, recorded, name, value):
+    for path in ("/messages", "/aggregations", "/export?format=jsonl"):
+        response = api.get(path, params={name: value})
+
+        assert response.status_code == 422, (path, response.text)
+        assert "control characters" in response.text
