@@ -10,8 +10,8 @@ from django.contrib.auth.models import Permission
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from proxy import rollups
 from analytics.admin import BoundedCountPaginator
+from proxy import rollups
 from proxy.models import Message
 
 pytestmark = pytest.mark.django_db
