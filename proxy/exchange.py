@@ -125,7 +125,11 @@ class Exchange:
             "model": request.model[:255],
             "stream": request.stream,
             "status": Message.status_for(
-                cancelled=self.cancelled, http_status=self.http_status, error=error
+                # A client that hangs up once the reply is complete (the OpenAI SDK stops at
+                # `data: [DONE]`, before the chunked body's end) got its whole answer.
+                cancelled=self.cancelled and not reply.done,
+                http_status=self.http_status,
+                error=error,
             ),
             "http_status": self.http_status,
             "user": self.user[:255],

@@ -83,9 +83,13 @@ class Forwarder:
         self.upstream = ""
         self.origin_allowed = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.relaying = 0  # requests between the upstream call and their record
+        self.idle: asyncio.Event | None = None
 
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.idle = asyncio.Event()  # per start: an event belongs to one loop
+        self.idle.set()
         self.upstream = settings.OLLAMA_URL
         self.allow_any_origin = "*" in settings.PROXY_CORS_ORIGINS
         self.origin_allowed = origin_matcher(OLLAMA_ORIGINS + settings.PROXY_CORS_ORIGINS)
@@ -94,6 +98,11 @@ class Forwarder:
         self.recorder.start()
         self.access = access.Gate()
         await self.access.start()
+
+    async def drained(self) -> None:
+        """Wait until no request is being relayed and every record is written or spooled."""
+        await self.idle.wait()
+        await self.recorder.flushed()
 
     async def shutdown(self) -> None:
         if self.access is not None:
@@ -165,6 +174,8 @@ class Forwarder:
             return
 
         # With the loop at hand: on Python 3.11 looking it up costs a getpid() system call.
+        self.relaying += 1
+        self.idle.clear()
         task = asyncio.current_task(self.loop)
         watcher = self.loop.create_task(_watch_disconnect(receive, task, exchange))
         metrics.REQUESTS_IN_FLIGHT.inc()
@@ -184,6 +195,9 @@ class Forwarder:
                 exchange.finished = perf_counter()
             watcher.cancel()
             self.recorder.record(exchange, store=recording)
+            self.relaying -= 1
+            if not self.relaying:
+                self.idle.set()
 
     async def _relay(self, method, url, headers, body, send, exchange, extra_headers) -> None:
         try:

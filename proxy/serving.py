@@ -44,9 +44,10 @@ class ThreadedServer:
         return self
 
     def flush(self, timeout: float = 30) -> None:
-        """Wait until everything handed to the recorder so far is written or spooled."""
-        flushed = self.forwarder.recorder.flushed()
-        asyncio.run_coroutine_threadsafe(flushed, self.forwarder.loop).result(timeout)
+        """Wait until the requests being relayed are recorded, and the records written or
+        spooled (a client may have read its whole answer before the proxy saw the end)."""
+        drained = self.forwarder.drained()
+        asyncio.run_coroutine_threadsafe(drained, self.forwarder.loop).result(timeout)
 
     def stop(self) -> None:
         """Shut down as on SIGTERM: finish the open requests, then flush the recorder."""
