@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import categories, costs, privacy
 from proxy.models import Message, ProxyKey, key_digest
 
 from .metrics_scrape import requests_counted, scrape
@@ -204,8 +205,15 @@ def test_the_key_of_a_deactivated_user_is_refused(keys_required, alice, alice_ke
     assert response.status_code == 401
 
 
-def test_requests_with_a_key_cost_no_database_query(keys_required, alice_key, start_proxy):
+def test_requests_with_a_key_cost_no_database_query(
+    keys_required, alice_key, start_proxy, monkeypatch
+):
     keys_required.PROXY_KEY_REFRESH_SECONDS = 60
+    # The writer's price, category and masking caches are per process and outlive a test: read
+    # them afresh in the warm-up below, and not again within this test.
+    for module, loaded in ((costs, "_book"), (categories, "_book"), (privacy, "_due")):
+        monkeypatch.setattr(module, "RELOAD_SECONDS", 3600.0)
+        monkeypatch.setattr(module, loaded, 0.0 if loaded == "_due" else None)
     proxy = start_proxy()
     with httpx.Client(base_url=proxy.url, headers=bearer(alice_key)) as client:
         client.get("/api/tags")  # warms the writer's price and rule caches
