@@ -31,19 +31,6 @@ from proxy.tests.simulator_http import (
 )
 
 
-@pytest.fixture(scope="module")
-def fast_sim():
-    """One unpaced simulator shared by the tests that do not care about timing."""
-    with RunningSimulator(tokens_per_second=0, ttft=0) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(fast_sim):
-    fast_sim.reset()
-    return fast_sim
-
-
 def test_it_reports_a_midstream_failure_as_a_last_error_line(sim):
     client = ollama.Client(host=sim.url, headers={"X-Sim-Fail": "midstream"})
     received = []

@@ -13,7 +13,6 @@ import openai
 import pytest
 
 from proxy.simulator import (
-    RunningSimulator,
     simulated_text,
 )
 from proxy.tests.simulator_http import (
@@ -22,19 +21,6 @@ from proxy.tests.simulator_http import (
     request,
     sse_payloads,
 )
-
-
-@pytest.fixture(scope="module")
-def fast_sim():
-    """One unpaced simulator shared by the tests that do not care about timing."""
-    with RunningSimulator(tokens_per_second=0, ttft=0) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(fast_sim):
-    fast_sim.reset()
-    return fast_sim
 
 
 def test_it_serves_the_openai_sdk_chat_stream_with_usage(sim):

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from proxy.simulator import (
-    RunningSimulator,
     SimulatorConfig,
 )
 from proxy.tests.simulator_http import (
@@ -23,19 +22,6 @@ from proxy.tests.simulator_http import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def fast_sim():
-    """One unpaced simulator shared by the tests that do not care about timing."""
-    with RunningSimulator(tokens_per_second=0, ttft=0) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(fast_sim):
-    fast_sim.reset()
-    return fast_sim
 
 
 def test_it_uses_the_exact_content_types_of_ollama(sim):

@@ -1,9 +1,5 @@
 """The message admin: a read-only microscope that shows text only to those allowed to read it."""
 
-import itertools
-import uuid
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission
@@ -11,13 +7,12 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from analytics.admin import BoundedCountPaginator
+from analytics.tests.conftest import message_fields
 from proxy import rollups
 from proxy.models import Message
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
-_sequence = itertools.count()
 # force_login would pick the first backend, the login throttle, which finds no user.
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)><b>bold</b>'
@@ -25,33 +20,13 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)><b>bold</b>'
 
 def write(**overrides) -> Message:
     """A message written as the recorder's writer writes one: the row and its rollups."""
-    number = next(_sequence)
-    row = {
-        "request_id": uuid.uuid4(),
-        "timestamp": T0 + timedelta(seconds=number),
-        "endpoint": "/api/chat",
-        "model": "llama3.2",
-        "stream": True,
-        "status": "success",
-        "http_status": 200,
-        "user": "alice",
-        "client_ip": "127.0.0.1",
-        "prompt": "Why is the sky blue?",
-        "response": "Rayleigh scattering of sunlight.",
-        "input_tokens": 20,
-        "output_tokens": 40,
-        "latency_seconds": 1.2,
-        "ttft_seconds": 0.2,
-        "tokens_per_second": 40.0,
-        "load_duration_seconds": 0.1,
-        "prompt_eval_duration_seconds": 0.1,
-        "eval_duration_seconds": 0.9,
-        "total_duration_seconds": 1.1,
-        "cost_usd": 0.001,
-        "category": "chat",
-        "error": "",
+    row = message_fields(
+        load_duration_seconds=0.1,
+        prompt_eval_duration_seconds=0.1,
+        eval_duration_seconds=0.9,
+        total_duration_seconds=1.1,
         **overrides,
-    }
+    )
     with transaction.atomic():
         Message.objects.bulk_create([Message(**row)])
         rollups.add([row])
@@ -222,8 +197,8 @@ def test_the_list_takes_as_many_queries_for_fifty_messages_as_for_one(
     write()
     with CaptureQueriesContext(connection) as one:
         auditor.get("/admin/proxy/message/")
-    for _ in range(49):
-        write(user=f"user{next(_sequence)}", model=f"model{next(_sequence) % 5}")
+    for number in range(49):
+        write(user=f"user{number}", model=f"model{number % 5}")
     with django_assert_max_num_queries(len(one.captured_queries)):
         page = auditor.get("/admin/proxy/message/").content.decode()
     assert page.count('class="field-prompt_excerpt"') == 50
