@@ -251,6 +251,17 @@ def bind_fields(obj: dict[str, Any], spec: dict[str, tuple[str, str]], struct_na
     return bound
 
 
+def _without_lone_surrogates(value: Any) -> Any:
+    """Go's decoder turns an escaped lone surrogate (`"\\ud800"`) into U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_lone_surrogates(item) for key, item in value.items()}
+    return value
+
+
 def decode_body(
     raw: bytes,
     spec: dict[str, tuple[str, str]],
@@ -270,6 +281,8 @@ def decode_body(
         value, _ = _DECODER.raw_decode(text)
     except json.JSONDecodeError as error:
         raise ApiError(400, _go_syntax_error(text, error)) from None
+    if "\\ud" in text or "\\uD" in text:  # only then can a lone surrogate be in the value
+        value = _without_lone_surrogates(value)
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -11,6 +11,7 @@ import json
 import math
 
 import aiohttp
+import httpx
 import ollama
 import pytest
 
@@ -331,3 +332,16 @@ def test_it_pulls_known_models_and_fails_unknown_ones_after_the_manifest(fast_si
         ]
         assert (quiet[0], quiet[1]["content-type"]) == (500, "application/json")
         assert [m.model for m in ollama.Client(host=empty.url).list().models] == ["llama3.2:latest"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/generate", b'{"model":"llama3.2","prompt":"x\\ud800y","stream":false}'),
+        ("/api/embed", b'{"model":"all-minilm","input":"x\\ud800y"}'),
+    ],
+)
+def test_it_reads_a_lone_surrogate_as_go_does_as_a_replacement_character(sim, path, body):
+    response = httpx.post(f"{sim.url}{path}", content=body)
+
+    assert response.status_code == 200
