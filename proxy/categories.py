@@ -9,14 +9,10 @@ when a message is first written.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass
 
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-
 from .models import CategoryRule
+from .tablecache import TableCache
 
 RELOAD_SECONDS = 30.0
 # What no rule matches.
@@ -83,33 +79,10 @@ class Rulebook:
         return FALLBACK
 
 
-_lock = threading.Lock()
-_book: Rulebook | None = None
-_loaded_at = 0.0
-
-
-def current() -> Rulebook:
-    """The rules, reloaded when older than RELOAD_SECONDS. Raises DatabaseError only when the
-    table cannot be read and no earlier copy exists."""
-    global _book, _loaded_at
-    with _lock:
-        if _book is None or time.monotonic() - _loaded_at > RELOAD_SECONDS:
-            try:
-                _book = Rulebook(list(CategoryRule.objects.order_by("priority", "id")))
-            except Exception:
-                if _book is None:
-                    raise
-            _loaded_at = time.monotonic()
-        return _book
-
-
-def forget() -> None:
-    """Read the table again on next use (a change made in this process)."""
-    global _book
-    with _lock:
-        _book = None
-
-
-@receiver([post_save, post_delete], sender=CategoryRule)
-def _changed(**kwargs) -> None:
-    forget()
+RULES = TableCache(
+    CategoryRule,
+    lambda: Rulebook(list(CategoryRule.objects.order_by("priority", "id"))),
+    RELOAD_SECONDS,
+)
+current = RULES.current
+forget = RULES.forget

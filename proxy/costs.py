@@ -8,14 +8,10 @@ extra query.
 from __future__ import annotations
 
 import fnmatch
-import threading
-import time
 from dataclasses import dataclass
 
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-
 from .models import ModelPrice
+from .tablecache import TableCache
 
 RELOAD_SECONDS = 30.0
 
@@ -74,33 +70,6 @@ class PriceBook:
         return None if price is None else price.cost_usd(fields)
 
 
-_lock = threading.Lock()
-_book: PriceBook | None = None
-_loaded_at = 0.0
-
-
-def current() -> PriceBook:
-    """The price book, reloaded when older than RELOAD_SECONDS. Raises DatabaseError only when
-    the table cannot be read and no earlier copy exists."""
-    global _book, _loaded_at
-    with _lock:
-        if _book is None or time.monotonic() - _loaded_at > RELOAD_SECONDS:
-            try:
-                _book = PriceBook(list(ModelPrice.objects.all()))
-            except Exception:
-                if _book is None:
-                    raise
-            _loaded_at = time.monotonic()
-        return _book
-
-
-def forget() -> None:
-    """Read the table again on next use (a change made in this process)."""
-    global _book
-    with _lock:
-        _book = None
-
-
-@receiver([post_save, post_delete], sender=ModelPrice)
-def _changed(**kwargs) -> None:
-    forget()
+PRICES = TableCache(ModelPrice, lambda: PriceBook(list(ModelPrice.objects.all())), RELOAD_SECONDS)
+current = PRICES.current
+forget = PRICES.forget

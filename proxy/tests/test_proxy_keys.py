@@ -211,9 +211,11 @@ def test_requests_with_a_key_cost_no_database_query(
     keys_required.PROXY_KEY_REFRESH_SECONDS = 60
     # The writer's price, category and masking caches are per process and outlive a test: read
     # them afresh in the warm-up below, and not again within this test.
-    for module, loaded in ((costs, "_book"), (categories, "_book"), (privacy, "_due")):
-        monkeypatch.setattr(module, "RELOAD_SECONDS", 3600.0)
-        monkeypatch.setattr(module, loaded, 0.0 if loaded == "_due" else None)
+    for cache in (costs.PRICES, categories.RULES):
+        monkeypatch.setattr(cache, "every", 3600.0)
+        cache.forget()
+    monkeypatch.setattr(privacy, "RELOAD_SECONDS", 3600.0)
+    monkeypatch.setattr(privacy, "_due", 0.0)
     proxy = start_proxy()
     with httpx.Client(base_url=proxy.url, headers=bearer(alice_key)) as client:
         client.get("/api/tags")  # warms the writer's price and rule caches
