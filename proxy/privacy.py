@@ -21,18 +21,17 @@ import fnmatch
 import logging
 import re
 import threading
-import time
 
 from django.conf import settings
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 
 from .masking import Masker
 from .models import MaskingRule
+from .tablecache import TableCache
 
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 30.0
+_UNREAD = object()
 FULL, METADATA, NONE = "full", "metadata", "none"
 _STRICTNESS = {FULL: 0, METADATA: 1, NONE: 2}
 
@@ -147,40 +146,35 @@ def build_masker(rules) -> Masker | None:
     return Masker(kinds=settings.PII_MASK, extra=extra)
 
 
-_lock = threading.Lock()
-_UNREAD = object()
-_masker = _UNREAD
-_due = 0.0  # when to read the rules again (monotonic); 0 is at once
+def _read_masker() -> Masker | None:
+    return build_masker(list(MaskingRule.objects.all()))
+
+
+MASKERS = TableCache(MaskingRule, _read_masker, RELOAD_SECONDS)
+_warned = threading.Event()
 
 
 def current() -> Masker | None:
-    """The masker of the moment, rules read again when older than RELOAD_SECONDS."""
-    global _masker, _due
-    with _lock:
-        if time.monotonic() >= _due:
-            try:
-                _masker = build_masker(list(MaskingRule.objects.all()))
-            except Exception as error:  # the database is away: keep what we had
-                if _masker is _UNREAD:
-                    log.warning("privacy: masking rules unreadable (%s); built-in kinds", error)
-                    _masker = build_masker([])
-            _due = time.monotonic() + RELOAD_SECONDS
-        return _masker
+    """The masker of the moment, rules read again when older than RELOAD_SECONDS. When the
+    rules cannot be read (the database is away at start), the built-in kinds apply."""
+    try:
+        return MASKERS.current()
+    except Exception as error:
+        if not _warned.is_set():
+            _warned.set()
+            log.warning("privacy: masking rules unreadable (%s); built-in kinds", error)
+        return _builtin()
 
 
 def in_memory() -> Masker | None:
     """The masker as last read, or the built-in kinds alone before the first read."""
-    with _lock:
-        return build_masker([]) if _masker is _UNREAD else _masker
+    masker = MASKERS.last(_UNREAD)
+    return _builtin() if masker is _UNREAD else masker
 
 
-def forget() -> None:
-    """Read the rules and settings again on next use (a change made in this process)."""
-    global _due
-    with _lock:
-        _due = 0.0
+def _builtin() -> Masker | None:
+    return build_masker([])
 
 
-@receiver([post_save, post_delete], sender=MaskingRule)
-def _changed(**kwargs) -> None:
-    forget()
+# Read the rules and settings again on next use (a change made in this process).
+forget = MASKERS.forget

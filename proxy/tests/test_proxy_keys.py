@@ -211,11 +211,9 @@ def test_requests_with_a_key_cost_no_database_query(
     keys_required.PROXY_KEY_REFRESH_SECONDS = 60
     # The writer's price, category and masking caches are per process and outlive a test: read
     # them afresh in the warm-up below, and not again within this test.
-    for cache in (costs.PRICES, categories.RULES):
+    for cache in (costs.PRICES, categories.RULES, privacy.MASKERS):
         monkeypatch.setattr(cache, "every", 3600.0)
         cache.forget()
-    monkeypatch.setattr(privacy, "RELOAD_SECONDS", 3600.0)
-    monkeypatch.setattr(privacy, "_due", 0.0)
     proxy = start_proxy()
     with httpx.Client(base_url=proxy.url, headers=bearer(alice_key)) as client:
         client.get("/api/tags")  # warms the writer's price and rule caches
