@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 
 from .models import Message
 
@@ -30,6 +32,11 @@ FEED_TEXT_CHARS = 2000
 EVENT_MESSAGES = 50
 # How long a publish may take before it is given up (a Redis that does not answer).
 PUBLISH_TIMEOUT_SECONDS = 5.0
+# An open socket outlives a logout, a deactivated account or a withdrawn permission: they are
+# read again before a delivery when older than this.
+RECHECK_SECONDS = 30.0
+# Close code of a socket whose reader may no longer read (4000-4999 are the application's).
+CLOSE_FORBIDDEN = 4403
 
 
 class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
@@ -44,6 +51,7 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
         if not readable:
             await self.close()
             return
+        self.checked = time.monotonic()
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
 
@@ -51,6 +59,17 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(GROUP, self.channel_name)
 
     async def feed_messages(self, event):
+        if time.monotonic() - self.checked > RECHECK_SECONDS:
+            session = self.scope.get("session")
+            session_key = session.session_key if session is not None else None
+            readable, self.content = await database_sync_to_async(_still_permitted)(
+                self.scope["user"].pk, session, session_key
+            )
+            self.checked = time.monotonic()
+            if not readable:
+                await self.channel_layer.group_discard(GROUP, self.channel_name)
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
         for message in event["messages"]:
             if not self.content:
                 message = {**message, **dict.fromkeys(Message.CONTENT_FIELDS)}
@@ -59,6 +78,15 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
 
 def _permissions(user) -> tuple[bool, bool]:
     return user.has_perm(READ_PERMISSION), user.has_perm(CONTENT_PERMISSION)
+
+
+def _still_permitted(user_id, session, session_key) -> tuple[bool, bool]:
+    """The permissions of the socket's user as they are now: none once the session has ended
+    (logout, expiry) or the account is gone or inactive."""
+    if session is not None and (session_key is None or not session.exists(session_key)):
+        return False, False
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return _permissions(user) if user is not None else (False, False)
 
 
 def feed_json(row: dict) -> dict:

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from django.contrib.auth.models import Permission
+from django.contrib.sessions.models import Session
 from django.test import Client
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from proxy import consumers
@@ -138,3 +139,48 @@ def test_a_message_recorded_through_the_proxy_arrives_on_the_socket(proxy, djang
     assert message["prompt"] == "live feed check"
     assert message["status"] == "success"
     assert message["output_tokens"] > 0
+
+
+def _open_feed(server, cookie: str):
+    url = server.url.replace("http://", "ws://") + "/ws/messages/"
+    return connect(url, additional_headers={"Origin": server.url, "Cookie": cookie})
+
+
+def _closed_with(socket) -> int | None:
+    with pytest.raises(ConnectionClosed) as closed:
+        socket.recv(timeout=10)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+@pytest.mark.parametrize("withdraw", ["permission", "logout", "deactivate"])
+def test_an_open_socket_closes_once_its_reader_may_no_longer_read(
+    proxy, django_user_model, monkeypatch, withdraw
+):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    cookie = session_cookie(django_user_model, "analyst", "view_message")
+    user = django_user_model.objects.get(username="analyst")
+    with _open_feed(proxy, cookie) as socket:
+        consumers.publish([row()], proxy.forwarder.loop)
+        assert json.loads(socket.recv(timeout=10))["type"] == "message"
+        if withdraw == "permission":
+            user.user_permissions.clear()
+        elif withdraw == "logout":
+            Session.objects.all().delete()
+        else:
+            django_user_model.objects.filter(pk=user.pk).update(is_active=False)
+        consumers.publish([row()], proxy.forwarder.loop)
+        assert _closed_with(socket) == consumers.CLOSE_FORBIDDEN
+
+
+def test_a_withdrawn_content_permission_hides_the_text_on_an_open_socket(
+    proxy, django_user_model, monkeypatch
+):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    cookie = session_cookie(django_user_model, "auditor", "view_message", "view_message_content")
+    user = django_user_model.objects.get(username="auditor")
+    with _open_feed(proxy, cookie) as socket:
+        consumers.publish([row(prompt="first")], proxy.forwarder.loop)
+        assert json.loads(socket.recv(timeout=10))["message"]["prompt"] == "first"
+        user.user_permissions.remove(Permission.objects.get(codename="view_message_content"))
+        consumers.publish([row(prompt="second")], proxy.forwarder.loop)
+        assert json.loads(socket.recv(timeout=10))["message"]["prompt"] is None
