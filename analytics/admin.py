@@ -1,9 +1,11 @@
-"""The admin's reading side: recorded messages (a read-only microscope) and API tokens."""
+"""The admin's reading side: recorded messages (a read-only microscope), their feedback and
+API tokens."""
 
 import json
 import uuid
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -13,7 +15,11 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from proxy import conversations
+from proxy.backends import env_name
 from proxy.models import (
+    Backend,
+    Conversation,
     Message,
     MessageRollup,
     UserRollup,
@@ -22,7 +28,8 @@ from proxy.models import (
 
 from .auth import READ_CONTENT
 from .export import export_response
-from .models import ApiToken
+from .filters import MessageFilter
+from .models import ApiToken, Feedback
 
 
 @admin.register(ApiToken)
@@ -101,6 +108,23 @@ class CategoryFilter(DimensionFilter):
     parameter_name = "category"
 
 
+class BackendFilter(admin.SimpleListFilter):
+    """The backend that answered, among those configured (OLLAMA_URL's and the admin's): a
+    short list known without reading the messages."""
+
+    title = "backend"
+    parameter_name = "backend"
+
+    def lookups(self, request, model_admin):
+        names = [env_name(url) for url in settings.OLLAMA_URL.split(",")]
+        names += Backend.objects.values_list("name", flat=True)
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(backend=value)
+
+
 class UserFilter(DimensionFilter):
     title = "user"
     parameter_name = "user"
@@ -164,6 +188,33 @@ class OutputTokensFilter(InputTokensFilter):
     column = "output_tokens"
 
 
+class FeedbackFilter(admin.SimpleListFilter):
+    """Rated or not, or rated well on average: the API's `has_feedback` and `min_score`."""
+
+    title = "feedback"
+    parameter_name = "feedback"
+    CRITERIA = {
+        "rated": {"has_feedback": True},
+        "unrated": {"has_feedback": False},
+        "good": {"min_score": 0.75},
+        "fair": {"min_score": 0.5},
+    }
+
+    def lookups(self, request, model_admin):
+        return (
+            ("rated", "rated"),
+            ("unrated", "not rated"),
+            ("good", "average score 0.75 or more"),
+            ("fair", "average score 0.5 or more"),
+        )
+
+    def queryset(self, request, queryset):
+        criteria = self.CRITERIA.get(self.value())
+        if criteria is None:
+            return queryset
+        return MessageFilter(**criteria).apply(queryset, times=False)
+
+
 class BoundedCountPaginator(Paginator):
     """Counts at most `COUNT_LIMIT` rows: a count of every matching message on each page is
     what makes a changelist slow at millions of rows (DESIGN.md §4). Deeper than that, the
@@ -218,11 +269,13 @@ class MessageAdmin(admin.ModelAdmin):
         EndpointFilter,
         UserFilter,
         CategoryFilter,
+        BackendFilter,
         ("timestamp", admin.DateFieldListFilter),
         InputTokensFilter,
         OutputTokensFilter,
         LatencyFilter,
         TtftFilter,
+        FeedbackFilter,
     )
     # The search box searches through the full-text index (get_search_results), never LIKE.
     search_fields = ("prompt",)
@@ -321,6 +374,8 @@ class MessageAdmin(admin.ModelAdmin):
             "timings": timings(message),
             "same_user": _links(self.opts, "user", message.user),
             "same_model": _links(self.opts, "model", message.model),
+            "feedback": message.feedback.select_related("user"),
+            "feedback_admin": _feedback_link(message) if can_read_feedback(request.user) else None,
             "has_delete_permission": self.has_delete_permission(request, message),
             "preserved_filters": self.get_preserved_filters(request),
             "is_popup": False,
@@ -373,10 +428,12 @@ def _links(opts, name: str, value: str) -> dict | None:
 
 def conversation(message: Message) -> list[dict]:
     """The prompt as turns of a conversation: the chat history sent when there is one (system
-    prompt, images noted, tool calls), else the prompt as one user turn."""
-    if message.messages:
+    prompt, images noted, tool calls; rebuilt, as each message stores its new turns only),
+    else the prompt as one user turn."""
+    history, _ = conversations.history(message)
+    if history:
         turns = []
-        for entry in message.messages:
+        for entry in history:
             if not isinstance(entry, dict):
                 continue
             turns.append(
@@ -424,3 +481,173 @@ def timings(message: Message) -> dict:
             "—" if message.tokens_per_second is None else f"{message.tokens_per_second:.1f}"
         ),
     }
+
+
+def can_read_feedback(user) -> bool:
+    return user.has_perm("analytics.view_feedback")
+
+
+def _feedback_link(message: Message) -> str:
+    changelist = reverse("admin:analytics_feedback_changelist")
+    return f"{changelist}?{urlencode({'message__id__exact': message.pk})}"
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    """Ratings of messages as sent through the API: read, filtered, deleted; never written
+    here (a rating is someone's, sent with their account). Comments, free text that can quote
+    the answer, need the content permission."""
+
+    date_hierarchy = "updated_at"
+    list_display = (
+        "updated_at",
+        "message_link",
+        "model",
+        "source",
+        "shown_rating",
+        "score",
+        "user",
+        "comment_excerpt",
+    )
+    list_filter = ("scale", "value", ModelFilter, ("updated_at", admin.DateFieldListFilter))
+    list_select_related = ("message", "user")
+    search_fields = ("source",)
+    search_help_text = "A source, exactly as sent (e.g. open-webui)."
+    ordering = ("-updated_at", "-id")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    fields = (
+        "message_link",
+        "model",
+        "source",
+        "shown_rating",
+        "score",
+        "comment",
+        "user",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        # The message's text is never shown here, and can be megabytes.
+        wide = [f"message__{name}" for name in WIDE_FIELDS]
+        return super().get_queryset(request).defer(*wide)
+
+    def get_list_display(self, request):
+        shown = self.list_display
+        return shown if can_read_content(request.user) else shown[:-1]
+
+    def get_fields(self, request, obj=None):
+        if can_read_content(request.user):
+            return self.fields
+        return tuple(name for name in self.fields if name != "comment")
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        return (queryset.filter(source=term), False) if term else (queryset, False)
+
+    @admin.display(description="message")
+    def message_link(self, feedback):
+        url = reverse("admin:proxy_message_change", args=[feedback.message_id])
+        return format_html('<a href="{}">{}</a>', url, feedback.message.request_id.hex[:12])
+
+    @admin.display(description="rating")
+    def shown_rating(self, feedback):
+        return feedback.describe()
+
+    @admin.display(description="comment")
+    def comment_excerpt(self, feedback):
+        text = " ".join(feedback.comment.split())
+        return text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
+
+
+class ConversationMessages(admin.TabularInline):
+    """A conversation's turns in order, read-only, each linking to its message."""
+
+    model = Message
+    fields = ("timestamp", "model", "status", "input_tokens", "output_tokens", "latency", "turn")
+    readonly_fields = fields
+    ordering = ("timestamp", "id")
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*WIDE_FIELDS)
+
+    @admin.display(description="continues")
+    def turn(self, message):
+        return f"{message.history_turns} turns" if message.history_turns else "—"
+
+    @admin.display(description="latency")
+    def latency(self, message):
+        return _seconds(message.latency_seconds)
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    """Chats grouped by the history they continue (proxy.conversations); read-only."""
+
+    date_hierarchy = "last_at"
+    list_display = (
+        "last_at",
+        "started_at",
+        "user",
+        "model",
+        "turns",
+        "errors",
+        "tokens",
+        "cost",
+        "external_id",
+        "thread",
+    )
+    list_filter = (ModelFilter, UserFilter)
+    search_fields = ("=external_id", "=user")
+    ordering = ("-last_at", "-id")
+    sortable_by = ("last_at", "turns")
+    show_full_result_count = False
+    paginator = BoundedCountPaginator
+    readonly_fields = (
+        "external_id",
+        "user",
+        "model",
+        "started_at",
+        "last_at",
+        "turns",
+        "errors",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_seconds",
+        "thread",
+    )
+    fields = readonly_fields
+    inlines = (ConversationMessages,)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="tokens in → out")
+    def tokens(self, conversation):
+        return f"{_number(conversation.input_tokens)} → {_number(conversation.output_tokens)}"
+
+    @admin.display(description="cost")
+    def cost(self, conversation):
+        return f"${conversation.cost_usd:.4f}"
+
+    @admin.display(description="thread")
+    def thread(self, conversation):
+        return format_html(
+            '<a href="/dashboard/conversations/{}/">on the dashboard</a>', conversation.pk
+        )

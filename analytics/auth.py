@@ -4,6 +4,8 @@ and then only with the right permission (DESIGN.md §5).
 - `proxy.view_message`: metadata (models, tokens, timings, users, costs, aggregations).
 - `proxy.view_message_content`: prompts, responses and error texts too; without it those
   fields are null.
+- `analytics.send_feedback`: rate messages (POST .../feedback), which needs no reading
+  permission, so an app's account can relay its users' ratings and read nothing.
 
 No credentials: 401. Credentials without the permission: 403.
 """
@@ -19,6 +21,7 @@ from .models import ApiToken
 
 READ_METADATA = "proxy.view_message"
 READ_CONTENT = "proxy.view_message_content"
+SEND_FEEDBACK = "analytics.send_feedback"
 
 
 def _permitted(user, permission: str | None):
@@ -65,6 +68,11 @@ class SessionAuth(NinjaSessionAuth):
 def readers():
     """The credentials every reading endpoint takes."""
     return [TokenAuth(READ_METADATA), SessionAuth(READ_METADATA)]
+
+
+def feedback_senders():
+    """The credentials that may send feedback."""
+    return [TokenAuth(SEND_FEEDBACK), SessionAuth(SEND_FEEDBACK)]
 
 
 def can_read_content(request) -> bool:

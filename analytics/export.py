@@ -9,8 +9,8 @@ sending a byte.
 from __future__ import annotations
 
 import asyncio
-import json
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -68,34 +68,37 @@ class CsvEncoder:
         return b""
 
 
-def _dumps(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
-
-
 class JsonEncoder:
-    """One JSON array, written a page at a time."""
+    """One JSON array, written a page at a time.
+
+    Rows are encoded by orjson: the json module took 80 of the 155 ms of a page of 2,000 rows
+    on PostgreSQL, orjson 6 (1M messages, bench/analytics.py). The same JSON as the json
+    module's compact form, but for an exponent's spelling (4.75e-6 for 4.75e-06).
+    """
 
     def __init__(self):
-        self.separator = "\n"
+        self.separator = b"\n"
 
     def head(self) -> bytes:
         return b"["
 
     def rows(self, rows: list[dict]) -> bytes:
-        text = self.separator + ",\n".join(map(_dumps, rows))
-        self.separator = ",\n"
-        return text.encode()
+        encoded = self.separator + b",\n".join(map(orjson.dumps, rows))
+        self.separator = b",\n"
+        return encoded
 
     def tail(self) -> bytes:
         return b"\n]\n"
 
 
 class JsonLinesEncoder:
+    """One JSON object per line, encoded as `JsonEncoder` does."""
+
     def head(self) -> bytes:
         return b""
 
     def rows(self, rows: list[dict]) -> bytes:
-        return "".join(_dumps(row) + "\n" for row in rows).encode()
+        return b"\n".join(map(orjson.dumps, rows)) + b"\n"
 
     def tail(self) -> bytes:
         return b""

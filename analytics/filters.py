@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from ninja import Schema
 from pydantic import (
     AfterValidator,
@@ -27,6 +28,8 @@ from pydantic import (
 )
 
 from proxy.models import Message, search_words
+
+from .models import Feedback
 
 # Epoch seconds accepted: from 1970 to the end of year 9999.
 _LATEST_EPOCH = 253402300799
@@ -104,11 +107,21 @@ class MessageFilter(Schema):
     max_latency: Amount = Field(None, description="Seconds.")
     min_cost: Amount = Field(None, description="USD.")
     max_cost: Amount = Field(None, description="USD.")
+    has_feedback: Annotated[bool | None, Blank] = Field(
+        None, description="true: messages someone rated; false: messages nobody rated."
+    )
+    min_score: Annotated[Annotated[float, Field(ge=0, le=1)] | None, Blank] = Field(
+        None,
+        description="Messages whose average feedback score (0 worst to 1 best: thumbs down 0, "
+        "up 1, n stars (n - 1) / 4) is at least this.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.search is not None and not search_words(self.search):
             raise ValueError("search needs at least one word (letters or digits)")
+        if self.min_score is not None and self.has_feedback is False:
+            raise ValueError("min_score selects rated messages, has_feedback=false unrated ones")
         if self.start_time and self.end_time and self.start_time > self.end_time:
             raise ValueError("start_time is after end_time")
         for name in ("input_tokens", "output_tokens", "latency", "cost"):
@@ -136,6 +149,16 @@ class MessageFilter(Schema):
             queryset = queryset.in_range(
                 column, getattr(self, f"min_{name}"), getattr(self, f"max_{name}")
             )
+        return self._feedback(queryset)
+
+    def _feedback(self, queryset):
+        """The feedback criteria, read from the feedback table (far smaller than messages)
+        through its (message, source) key."""
+        if self.min_score is not None:
+            return queryset.filter(pk__in=Feedback.objects.rated_at_least(self.min_score))
+        if self.has_feedback is not None:
+            rated = Exists(Feedback.objects.filter(message=OuterRef("pk")))
+            return queryset.filter(rated if self.has_feedback else ~rated)
         return queryset
 
     def dimensions(self) -> dict:
@@ -149,13 +172,14 @@ class MessageFilter(Schema):
 
     def needs_message_scan(self) -> bool:
         """Whether a criterion has no rollup column, so aggregations must read messages:
-        search, user, and the token, latency and cost ranges."""
+        search, user, the token, latency and cost ranges, and feedback."""
         ranges = any(
             getattr(self, f"{bound}_{name}") is not None
             for name in RANGES
             for bound in ("min", "max")
         )
-        return ranges or self.search is not None or self.user is not None
+        feedback = self.has_feedback is not None or self.min_score is not None
+        return ranges or feedback or self.search is not None or self.user is not None
 
     def cache_key(self, *extra) -> str:
         """A stable key for these criteria (and `extra`), for caching derived results."""

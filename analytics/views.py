@@ -1,12 +1,14 @@
-"""The analytics pages: the dashboard at /dashboard/ and its links into the admin.
+"""The analytics pages: the dashboard at /dashboard/, the model comparison at
+/dashboard/compare/, and their links into the admin.
 
-The page is a shell; its figures, charts and table come from the analytics API
-(/analytics/aggregations, /analytics/messages) with the same session and the same filter
-parameters as in the page's URL, so a view can be shared by its address.
+The pages are shells; their figures, charts and tables come from the analytics API
+(/analytics/aggregations, /analytics/messages, /analytics/compare) with the same session and
+the same filter parameters as in the page's URL, so a view can be shared by its address.
 """
 
 import uuid
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
@@ -15,9 +17,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from pydantic import ValidationError
 
-from proxy.models import Message, MessageRollup, UserRollup
+from proxy.models import Conversation, Message, MessageRollup, UserRollup
 
+from . import conversations as threads
 from .auth import READ_CONTENT, READ_METADATA
+from .comparison import MAX_MODELS
 from .filters import MessageFilter
 
 # The time ranges the picker offers; the page's script turns one into start_time/end_time.
@@ -30,7 +34,17 @@ RANGES = (
     ("all", "All time"),
     ("custom", "Custom…"),
 )
-FILTER_NAMES = ("search", "model", "user", "status", "category", "start_time", "end_time")
+FILTER_NAMES = (
+    "search",
+    "model",
+    "user",
+    "status",
+    "category",
+    "start_time",
+    "end_time",
+    "has_feedback",
+    "min_score",
+)
 
 
 def _reader(view):
@@ -45,8 +59,9 @@ def _reader(view):
     return staff_member_required(check, login_url="admin:login")
 
 
-@_reader
-def dashboard(request):
+def _chosen(request) -> dict:
+    """The filters of the page's URL for its form: their values, what is wrong with them (the
+    API would answer 422) and the time range picked."""
     chosen = {name: request.GET.get(name, "").strip() for name in FILTER_NAMES}
     error = None
     try:
@@ -56,11 +71,13 @@ def dashboard(request):
     time_range = request.GET.get("range", "")
     if time_range not in dict(RANGES):
         time_range = "custom" if chosen["start_time"] or chosen["end_time"] else "24h"
+    return {"chosen": chosen, "error": error, "time_range": time_range, "ranges": RANGES}
+
+
+@_reader
+def dashboard(request):
     context = {
-        "chosen": chosen,
-        "error": error,
-        "time_range": time_range,
-        "ranges": RANGES,
+        **_chosen(request),
         "models": MessageRollup.objects.values_seen("model"),
         "categories": MessageRollup.objects.values_seen("category"),
         "users": UserRollup.objects.values_seen("user"),
@@ -68,6 +85,20 @@ def dashboard(request):
         "content": request.user.has_perm(READ_CONTENT),
     }
     return render(request, "dashboard/index.html", context)
+
+
+@_reader
+def compare(request):
+    """Models side by side: the page is a shell filled from /analytics/compare."""
+    context = {
+        **_chosen(request),
+        "models": MessageRollup.objects.values_seen("model"),
+        "compared": request.GET.getlist("models"),
+        "most": MAX_MODELS,
+        "categories": MessageRollup.objects.values_seen("category"),
+        "users": UserRollup.objects.values_seen("user"),
+    }
+    return render(request, "dashboard/compare.html", context)
 
 
 @_reader
@@ -79,3 +110,55 @@ def message(request, message_id: str):
         raise Http404("No message has this id.") from None
     pk = get_object_or_404(Message.objects.values_list("pk", flat=True), request_id=request_id)
     return redirect(reverse("admin:proxy_message_change", args=[pk]))
+
+
+CONVERSATIONS_PER_PAGE = 50
+
+
+@_reader
+def conversations(request):
+    """Conversations matching the dashboard's filters, latest activity first (a page of them)."""
+    chosen = {name: request.GET.get(name, "").strip() for name in FILTER_NAMES}
+    try:
+        filters = MessageFilter(**{name: value for name, value in chosen.items() if value})
+    except ValidationError as invalid:
+        filters, error = None, "; ".join(problem["msg"] for problem in invalid.errors())
+    else:
+        error = None
+    try:
+        page = max(int(request.GET.get("page", "1")), 1)
+    except ValueError:
+        page = 1
+    start = (page - 1) * CONVERSATIONS_PER_PAGE
+    found = (
+        threads.matching(filters, start, CONVERSATIONS_PER_PAGE + 1) if filters is not None else []
+    )
+    query = {name: value for name, value in chosen.items() if value}
+    context = {
+        "chosen": chosen,
+        "error": error,
+        "conversations": found[:CONVERSATIONS_PER_PAGE],
+        "page": page,
+        "newer": urlencode({**query, "page": page - 1}) if page > 1 else None,
+        "older": urlencode({**query, "page": page + 1})
+        if len(found) > CONVERSATIONS_PER_PAGE
+        else None,
+        "filter_query": urlencode(query),
+        "models": MessageRollup.objects.values_seen("model"),
+        "statuses": Message.Status.values,
+    }
+    return render(request, "dashboard/conversations.html", context)
+
+
+@_reader
+def conversation(request, conversation_id: int):
+    """One conversation as a thread: its turns in order with their figures, and the totals."""
+    found = get_object_or_404(Conversation, pk=conversation_id)
+    content = request.user.has_perm(READ_CONTENT)
+    context = {
+        "conversation": found,
+        "turns": threads.turns(found, content=content),
+        "content": content,
+        "max_turns": threads.MAX_TURNS,
+    }
+    return render(request, "dashboard/conversation.html", context)

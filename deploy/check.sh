@@ -32,6 +32,13 @@ else
   echo "-- promtool not installed: skipped (apt-get install prometheus)"
 fi
 
+if command -v amtool >/dev/null; then
+  echo "== amtool: grafana/alertmanager.yml"
+  amtool check-config ../grafana/alertmanager.yml || failed=1
+else
+  echo "-- amtool not installed: skipped (apt-get install prometheus-alertmanager)"
+fi
+
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 if [ -x "$nginx_bin" ] && command -v openssl >/dev/null; then
   echo "== nginx -t: nginx/ollama-monitor.conf"

@@ -302,6 +302,26 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "timeseries",
+                "Backends up",
+                "1 while a backend (OLLAMA_URL's hosts, the admin's Backends) passes its health "
+                "checks, 0 while it is out of routing; the lowest value any proxy instance sees.",
+                [Target("min by (backend) (ollama_backend_up)", "{{backend}}")],
+            ),
+            Panel(
+                "timeseries",
+                "Requests by backend",
+                "Requests per second each backend answered; empty: answered by the proxy "
+                "itself (refusals, merged model lists).",
+                [
+                    Target(
+                        f"sum by (backend) (rate(ollama_requests_total{{{MODEL}}}{RATE}))",
+                        "{{backend}}",
+                    )
+                ],
+                unit="reqps",
+            ),
+            Panel(
+                "timeseries",
                 "Recorder health",
                 "Messages per second written to the database, spooled (database unavailable or "
                 "queue full), replayed from the spool, and dropped (lost).",

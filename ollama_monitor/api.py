@@ -3,7 +3,15 @@
 from ninja import NinjaAPI
 
 from analytics.auth import readers
-from analytics.routers import aggregations, export, messages, tokens
+from analytics.routers import (
+    aggregations,
+    compare,
+    conversations,
+    export,
+    feedback,
+    messages,
+    tokens,
+)
 
 api = NinjaAPI(
     title="Ollama Monitor analytics",
@@ -14,6 +22,9 @@ api = NinjaAPI(
     auth=readers(),
 )
 api.add_router("/", messages.router)
+api.add_router("/", conversations.router)
 api.add_router("/", aggregations.router)
 api.add_router("/", export.router)
 api.add_router("/", tokens.router)
+api.add_router("/", feedback.router)
+api.add_router("/", compare.router)

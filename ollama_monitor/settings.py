@@ -56,6 +56,18 @@ def env_url(name: str, default: str) -> str:
     return url
 
 
+def env_urls(name: str, default: str) -> str:
+    """One or more http(s) URLs separated by commas, each checked; kept as that string."""
+    urls = [url.rstrip("/") for url in env_list(name, default)]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ImproperlyConfigured(
+                f"{name} must be http(s) URLs separated by commas, got {url!r}"
+            )
+    return ",".join(urls)
+
+
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -110,6 +122,7 @@ INSTALLED_APPS = [
     "channels",
     "proxy",
     "analytics",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -189,7 +202,14 @@ LOGGING = {
 
 # --- The proxy ------------------------------------------------------------------------------
 
-OLLAMA_URL = env_url("OLLAMA_URL", "http://127.0.0.1:11434")
+# One Ollama, or several separated by commas (proxy.backends routes by model between them).
+OLLAMA_URL = env_urls("OLLAMA_URL", "http://127.0.0.1:11434")
+# Health checks of every backend (Ollama `GET /` and `/api/tags`, an API's `/models`): how often,
+# how long one may take, and how many failures in a row (checks or connects) take a backend out
+# of routing until a check succeeds again.
+BACKEND_CHECK_SECONDS = env_number("BACKEND_CHECK_SECONDS", 10.0, minimum=0.01)
+BACKEND_CHECK_TIMEOUT = env_number("BACKEND_CHECK_TIMEOUT", 5.0, minimum=0.01)
+BACKEND_FAILURES = int(env_number("BACKEND_FAILURES", 3, cast=int, minimum=1))
 PROXY_PORT = int(env_number("PROXY_PORT", 11435, cast=int, minimum=1))
 # Base64 images make chat bodies large; blob uploads (/api/blobs) stream and are not capped.
 PROXY_MAX_BODY_BYTES = int(env_number("PROXY_MAX_BODY_BYTES", 100 * 1024 * 1024, cast=int))
@@ -208,6 +228,17 @@ PROXY_USER_HEADERS = [
         "X-OpenWebUI-User-Email,X-OpenWebUI-User-Name,X-OpenWebUI-User-Id"
         if env_bool("PROXY_TRUST_OPENWEBUI_HEADERS", False)
         else "",
+    )
+]
+# Request headers a client names its conversation with (proxy.conversations), first found wins;
+# empty: conversations are found by their history alone.
+CONVERSATION_ID_HEADERS = [
+    header.lower()
+    for header in env_list(
+        "CONVERSATION_ID_HEADERS",
+        "X-Conversation-Id,X-OpenWebUI-Chat-Id"
+        if env_bool("PROXY_TRUST_OPENWEBUI_HEADERS", False)
+        else "X-Conversation-Id",
     )
 ]
 
@@ -267,6 +298,33 @@ CACHES = {
 ANALYTICS_MAX_LIMIT = int(env_number("ANALYTICS_MAX_LIMIT", 1000, cast=int, minimum=1))
 # How long an aggregation stays cached: dashboards polling the same filters share one query.
 ANALYTICS_CACHE_SECONDS = env_number("ANALYTICS_CACHE_SECONDS", 10.0)
+
+# --- Reports (manage.py send_report, /dashboard/report/) and e-mail ------------------------
+
+# Who gets `send_report` without --to.
+REPORT_RECIPIENTS = env_list("REPORT_RECIPIENTS")
+# Where readers of a mailed report reach this server: its links to the admin and dashboard.
+REPORT_BASE_URL = env_url("REPORT_BASE_URL", "http://127.0.0.1:11435")
+# Mailed reports quote the error texts of their example errors only when set: an upstream
+# error can quote the request, and mail bypasses the content permission.
+REPORT_ERROR_TEXT = env_bool("REPORT_ERROR_TEXT", False)
+# Mail goes through SMTP once EMAIL_HOST is set, else it is printed on the console.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = int(env_number("EMAIL_PORT", 25, cast=int, minimum=1))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS) and EMAIL_USE_SSL exclude each other")
+EMAIL_TIMEOUT = env_number("EMAIL_TIMEOUT", 30.0, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ollama-monitor@localhost")
 
 # --- Retention, privacy and access to the proxy (SECURITY.md) -------------------------------
 
@@ -346,3 +404,19 @@ CHANNEL_LAYERS = {
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )
 }
+
+# --- Integrations: OpenTelemetry, JSONL mirror (README) -------------------------------------
+
+# One span per model request over OTLP/HTTP (proxy/otel.py), on by itself when an OTLP endpoint
+# is set. The exporter reads the standard OTEL_EXPORTER_OTLP_* variables (endpoint, headers).
+OTEL_ENABLED = env_bool(
+    "OTEL_ENABLED",
+    bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT") or env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+)
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "ollama-monitor")
+# Prompt and response text in the spans (as stored: masked); off, spans carry metadata only.
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = env_bool(
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", False
+)
+# A gzip JSONL copy of every stored message, one file per UTC day (proxy/mirror.py); empty: off.
+MIRROR_DIR = env_str("MIRROR_DIR")

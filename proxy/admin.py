@@ -4,12 +4,15 @@ The admin for recorded messages is a reading tool and lives in analytics/admin.p
 never imports analytics).
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
+from .backends import shown_url
 from .models import (
+    Backend,
     CategoryRule,
     MaskingRule,
     ModelPrice,
@@ -24,6 +27,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
     list_display = (
         "model_pattern",
+        "backend",
         "input_usd_per_million",
         "output_usd_per_million",
         "usd_per_second",
@@ -100,3 +104,77 @@ class MaskingRuleAdmin(admin.ModelAdmin):
     list_display = ("name", "pattern", "enabled")
     list_editable = ("enabled",)
     ordering = ("name",)
+
+
+class BackendForm(forms.ModelForm):
+    """The API key can be set or replaced, never read back: the field always renders empty."""
+
+    url = forms.URLField(
+        label="URL",
+        max_length=500,
+        assume_scheme="http",  # Ollama listens on plain HTTP
+        help_text=Backend._meta.get_field("url").help_text,
+    )
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Sent as Authorization: Bearer to an OpenAI-compatible API. Never shown: "
+        "leave empty to keep the stored key.",
+    )
+    remove_api_key = forms.BooleanField(
+        label="Remove the stored API key", required=False, initial=False
+    )
+
+    class Meta:
+        model = Backend
+        fields = ("name", "kind", "url", "api_key", "model_names", "priority", "weight", "enabled")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("remove_api_key"):
+            cleaned["api_key"] = ""
+        elif not cleaned.get("api_key"):
+            cleaned["api_key"] = self.instance.api_key
+        return cleaned
+
+
+@admin.register(Backend)
+class BackendAdmin(admin.ModelAdmin):
+    """Upstreams besides OLLAMA_URL's. Workers read this table and check every backend each
+    BACKEND_CHECK_SECONDS; the health columns are what the last check found."""
+
+    form = BackendForm
+    list_display = (
+        "name",
+        "kind",
+        "address",
+        "priority",
+        "weight",
+        "enabled",
+        "healthy",
+        "checked_at",
+        "health_error",
+        "has_api_key",
+    )
+    list_filter = ("kind", "enabled", "healthy")
+    search_fields = ("name", "url")
+    ordering = ("priority", "name")
+    readonly_fields = ("healthy", "checked_at", "health_error", "models_found")
+    fieldsets = (
+        (None, {"fields": ("name", "kind", "url", "api_key", "remove_api_key")}),
+        ("Routing", {"fields": ("model_names", "priority", "weight", "enabled")}),
+        ("Health", {"fields": ("healthy", "checked_at", "health_error", "models_found")}),
+    )
+
+    @admin.display(description="URL", ordering="url")
+    def address(self, backend: Backend) -> str:
+        return shown_url(backend.url)
+
+    @admin.display(description="API key", boolean=True)
+    def has_api_key(self, backend: Backend) -> bool:
+        return bool(backend.api_key)
+
+    @admin.display(description="Models found")
+    def models_found(self, backend: Backend) -> str:
+        return ", ".join(backend.discovered_models) or "-"

@@ -19,6 +19,7 @@ RELOAD_SECONDS = 30.0
 @dataclass(frozen=True)
 class Price:
     pattern: str
+    backend: str
     input_usd_per_token: float
     output_usd_per_token: float
     usd_per_second: float
@@ -35,38 +36,53 @@ class Price:
 
 
 class PriceBook:
-    """The enabled prices in the order they are tried: priority, then the longer pattern."""
+    """The enabled prices in the order they are tried: priority, then one naming the backend
+    before one for any backend (the same model costs differently hosted and local), then the
+    longer pattern."""
 
     def __init__(self, prices: list[ModelPrice]):
         ordered = sorted(
             (price for price in prices if price.enabled),
-            key=lambda price: (price.priority, -len(price.model_pattern), price.model_pattern),
+            key=lambda price: (
+                price.priority,
+                not price.backend,
+                -len(price.model_pattern),
+                price.model_pattern,
+            ),
         )
         self.prices = [
             Price(
                 pattern=price.model_pattern.lower(),
+                backend=price.backend,
                 input_usd_per_token=float(price.input_usd_per_million) / 1e6,
                 output_usd_per_token=float(price.output_usd_per_million) / 1e6,
                 usd_per_second=float(price.usd_per_second),
             )
             for price in ordered
         ]
-        self.by_model: dict[str, Price | None] = {}
+        self.by_model: dict[tuple[str, str], Price | None] = {}
 
-    def price_for(self, model: str) -> Price | None:
+    def price_for(self, model: str, backend: str = "") -> Price | None:
         try:
-            return self.by_model[model]
+            return self.by_model[model, backend]
         except KeyError:
             pass
         name = model.lower()
-        found = next((p for p in self.prices if fnmatch.fnmatchcase(name, p.pattern)), None)
+        found = next(
+            (
+                p
+                for p in self.prices
+                if p.backend in {"", backend} and fnmatch.fnmatchcase(name, p.pattern)
+            ),
+            None,
+        )
         if len(self.by_model) < 10_000:  # a client can send any model name
-            self.by_model[model] = found
+            self.by_model[model, backend] = found
         return found
 
     def cost_usd(self, fields: dict) -> float | None:
-        """The cost of a message's fields; None when no price covers its model."""
-        price = self.price_for(fields.get("model") or "")
+        """The cost of a message's fields; None when no price covers its model on its backend."""
+        price = self.price_for(fields.get("model") or "", fields.get("backend") or "")
         return None if price is None else price.cost_usd(fields)
 
 

@@ -10,6 +10,7 @@ import uuid
 from collections import deque
 from datetime import UTC, datetime
 from time import perf_counter
+from urllib.parse import unquote
 
 from django.conf import settings
 
@@ -26,6 +27,7 @@ class Exchange:
     """Everything the writer needs to make a Message, collected cheaply during the exchange."""
 
     __slots__ = (
+        "backend",
         "cancelled",
         "client_ip",
         "content_type",
@@ -61,12 +63,14 @@ class Exchange:
         # headers themselves are never stored.
         self.headers = headers
         self.user = next(
-            (headers[name] for name in settings.PROXY_USER_HEADERS if headers.get(name)),
+            (_unquoted(headers[name]) for name in settings.PROXY_USER_HEADERS if headers.get(name)),
             client_ip or "",
         )
         self.request_body = b""
         # The rate-limit identity whose token count this exchange adds to (proxy.ratelimit).
         self.rate_key: str | None = None
+        # The name of the backend that answered, or was tried last (proxy.backends).
+        self.backend = ""
         self.http_status: int | None = None
         self.content_type = ""
         self.first_byte: float | None = None
@@ -153,7 +157,14 @@ class Exchange:
             "load_duration_seconds": reply.load_duration_seconds,
             "prompt_eval_duration_seconds": reply.prompt_eval_duration_seconds,
             "eval_duration_seconds": reply.eval_duration_seconds,
+            "backend": self.backend,
         }
+
+
+def _unquoted(value: str) -> str:
+    """A user header's value as the user is named: Open WebUI percent-encodes its name header
+    (`quote(name, safe=" ")`) so that any name fits in a header."""
+    return unquote(value) if "%" in value else value
 
 
 def _tokens_per_second(reply: ollama.ResponseInfo, latency: float, ttft: float | None):

@@ -16,13 +16,15 @@ import aiohttp
 from django.conf import settings
 from yarl import URL
 
-from . import access, metrics, ollama
+from . import access, metrics, ollama, translate
+from .backends import Registry, Route, Upstream
 from .exchange import Exchange
 from .recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 JSON_UTF8 = (b"content-type", b"application/json; charset=utf-8")
+JSON = (b"content-type", b"application/json")
 
 # Ollama's built-in CORS origins (OLLAMA_ORIGINS defaults); PROXY_CORS_ORIGINS adds to them.
 OLLAMA_ORIGINS = [
@@ -80,7 +82,7 @@ class Forwarder:
         self.session: aiohttp.ClientSession | None = None
         self.recorder: Recorder | None = None
         self.access: access.Gate | None = None
-        self.upstream = ""
+        self.backends: Registry | None = None
         self.origin_allowed = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.relaying = 0  # requests between the upstream call and their record
@@ -90,7 +92,6 @@ class Forwarder:
         self.loop = asyncio.get_running_loop()
         self.idle = asyncio.Event()  # per start: an event belongs to one loop
         self.idle.set()
-        self.upstream = settings.OLLAMA_URL
         self.allow_any_origin = "*" in settings.PROXY_CORS_ORIGINS
         self.origin_allowed = origin_matcher(OLLAMA_ORIGINS + settings.PROXY_CORS_ORIGINS)
         self.session = ollama.open_session()
@@ -98,6 +99,8 @@ class Forwarder:
         self.recorder.start()
         self.access = access.Gate()
         await self.access.start()
+        self.backends = Registry(self.session)
+        await self.backends.start()
 
     async def drained(self) -> None:
         """Wait until no request is being relayed and every record is written or spooled."""
@@ -105,6 +108,8 @@ class Forwarder:
         await self.recorder.flushed()
 
     async def shutdown(self) -> None:
+        if self.backends is not None:
+            await self.backends.stop()
         if self.access is not None:
             await self.access.stop()
         if self.recorder is not None:
@@ -155,7 +160,7 @@ class Forwarder:
         # Every exchange goes to the recorder, which counts them all in the metrics and stores
         # those to a model route as messages.
         recording = method == "POST" and path in ollama.MODEL_ROUTES
-        target = self.upstream + scope.get("raw_path", path.encode()).decode("latin-1")
+        target = scope.get("raw_path", path.encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         try:
@@ -172,6 +177,9 @@ class Forwarder:
             exchange.finished = perf_counter()
             self.recorder.record(exchange, store=recording)
             return
+        merged = method == "GET" and path in ollama.MERGED_LISTS and self.backends.single is None
+        if not merged:
+            route = self.backends.route(method, path, body if isinstance(body, bytes) else None)
 
         # With the loop at hand: on Python 3.11 looking it up costs a getpid() system call.
         self.relaying += 1
@@ -180,9 +188,12 @@ class Forwarder:
         watcher = self.loop.create_task(_watch_disconnect(receive, task, exchange))
         metrics.REQUESTS_IN_FLIGHT.inc()
         try:
-            await self._relay(
-                method, URL(target, encoded=True), forwarded, body, send, exchange, extra_headers
-            )
+            if merged:
+                await self._merged(path, send, exchange, extra_headers)
+            else:
+                await self._relay(
+                    method, target, forwarded, body, send, exchange, extra_headers, route
+                )
         except asyncio.CancelledError:
             if not exchange.cancelled:
                 raise
@@ -199,19 +210,84 @@ class Forwarder:
             if not self.relaying:
                 self.idle.set()
 
-    async def _relay(self, method, url, headers, body, send, exchange, extra_headers) -> None:
+    async def _relay(
+        self, method, target, headers, body, send, exchange, extra_headers, route: Route
+    ) -> None:
+        """Send the request to the route's backends in turn until one answers: the next is
+        tried on a connect failure or a 503 (busy), never once a byte went to the client."""
+        last = route.upstreams[-1]
+        for upstream in route.upstreams:
+            exchange.backend = upstream.name
+            translator = None
+            url, sent_headers, data = upstream.url_for(target), upstream.headers_for(headers), body
+            if upstream.hosted and exchange.path in translate.NATIVE_ROUTES:
+                try:
+                    openai_path, data = translate.translate_request(exchange.path, body)
+                except translate.TranslationError as error:
+                    exchange.http_status, exchange.error = 400, str(error)
+                    await _respond(
+                        send, 400, ollama.error_body(str(error)), [JSON_UTF8, *extra_headers]
+                    )
+                    return
+                url, sent_headers = upstream.url_for(openai_path), _translated_headers(sent_headers)
+                stream = ollama.streams(exchange.path, body)
+                translator = translate.ResponseTranslator(exchange.path, stream, route.model)
+            upstream.in_flight += 1
+            upstream.served += 1
+            try:
+                answered = await self._attempt(
+                    upstream,
+                    upstream is last,
+                    method,
+                    url,
+                    sent_headers,
+                    data,
+                    translator,
+                    send,
+                    exchange,
+                    extra_headers,
+                )
+            finally:
+                upstream.in_flight -= 1
+            if answered:
+                return
+
+    async def _attempt(
+        self, upstream, last, method, url, headers, data, translator, send, exchange, extra_headers
+    ) -> bool:
+        """One backend's turn: False to try the next (it could not be reached, or was busy),
+        True once the client has its answer or an error."""
         try:
             response = await self.session.request(
-                method, url, headers=headers, data=body or None, allow_redirects=False
+                method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=data or None,
+                allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as error:
-            status, message, kind = ollama.describe_upstream_error(error)
+            status, message, kind = ollama.describe_upstream_error(error, upstream.described())
             metrics.UPSTREAM_ERRORS.labels(kind).inc()
+            if ollama.is_connect_failure(error):
+                upstream.failed(message)
+                if not last:
+                    return False
             exchange.http_status = status
             exchange.error = message
             await _respond(send, status, ollama.error_body(message), [JSON_UTF8, *extra_headers])
-            return
+            return True
+        if response.status == 503 and not last:
+            response.close()
+            return False
+        upstream.passed()
+        if translator is None:
+            await self._stream(upstream, response, send, exchange, extra_headers)
+        else:
+            await self._translated(upstream, translator, response, send, exchange, extra_headers)
+        return True
 
+    async def _stream(self, upstream: Upstream, response, send, exchange, extra_headers) -> None:
+        """Relay a backend's reply chunk by chunk, keeping a copy for the record."""
         completed = False
         try:
             exchange.http_status = response.status
@@ -236,7 +312,9 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError) as error:
                 # Headers are out, so the status can't change: record the failure and cut the
                 # connection, so the client sees a broken stream rather than a complete one.
-                _status, exchange.error, kind = ollama.describe_upstream_error(error)
+                _status, exchange.error, kind = ollama.describe_upstream_error(
+                    error, upstream.described()
+                )
                 metrics.UPSTREAM_ERRORS.labels(kind).inc()
                 raise
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -247,6 +325,80 @@ class Forwarder:
                 response.release()
             else:
                 response.close()  # closing the connection is what makes Ollama stop generating
+
+    async def _translated(
+        self, upstream: Upstream, translator, response, send, exchange, extra_headers
+    ) -> None:
+        """Relay a hosted API's reply to an Ollama-native request in Ollama's shape, as it
+        arrives; the record keeps the Ollama bytes the client got."""
+        completed = False
+        try:
+            exchange.http_status = response.status
+            if response.status >= 300:
+                body = translate.translate_error(response.status, await response.read())
+                exchange.content_type = JSON_UTF8[1].decode()
+                exchange.keep(body)
+                await _respond(send, response.status, body, [JSON_UTF8, *extra_headers])
+                exchange.finished = perf_counter()
+                completed = True
+                return
+            exchange.content_type = translator.content_type
+            content_type = (b"content-type", translator.content_type.encode())
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [content_type, *extra_headers],
+                }
+            )
+            keep = exchange.keep
+            try:
+                async for chunk in response.content.iter_any():
+                    out = translator.feed(chunk)
+                    if out:
+                        keep(out)
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+            except (aiohttp.ClientError, TimeoutError) as error:
+                _status, exchange.error, kind = ollama.describe_upstream_error(
+                    error, upstream.described()
+                )
+                metrics.UPSTREAM_ERRORS.labels(kind).inc()
+                raise
+            out = translator.finish()
+            if out:
+                keep(out)
+            await send({"type": "http.response.body", "body": out, "more_body": False})
+            exchange.finished = perf_counter()
+            completed = True
+        finally:
+            if completed:
+                response.release()
+            else:
+                response.close()
+
+    async def _merged(self, path: str, send, exchange, extra_headers) -> None:
+        """Answer `/api/tags`, `/api/ps` or `/v1/models` with every healthy backend's list."""
+        body = await self.backends.merged_list(path)
+        if body is None:
+            status, body = 502, ollama.error_body(f"no backend answered {path}")
+            exchange.error = f"no backend answered {path}"
+        else:
+            status = 200
+        # As Ollama answers: gin's c.JSON on /api, Go's JSON encoder (no charset) on /v1.
+        content_type = JSON if path.startswith("/v1/") and status == 200 else JSON_UTF8
+        exchange.http_status = status
+        exchange.content_type = content_type[1].decode()
+        exchange.keep(body)
+        await _respond(send, status, body, [content_type, *extra_headers])
+        exchange.finished = perf_counter()
+
+
+def _translated_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A translated request's headers: JSON it is, and no compression, which the translator
+    could not read (the session does not decompress)."""
+    dropped = {"content-type", "accept-encoding"}
+    kept = [(name, value) for name, value in headers if name not in dropped]
+    return [*kept, ("content-type", "application/json")]
 
 
 def _same_origin(origin: str, host: str) -> bool:

@@ -65,19 +65,21 @@ GENAI_OPERATIONS = {
 
 # --- The metric set (names from DESIGN.md §2, Prometheus base units) ------------------------
 
+# `backend` names the upstream that answered (proxy.backends): configured names only, so
+# bounded; empty when none was reached or the proxy answered itself.
 REQUESTS = Counter(
-    "ollama_requests", "Requests through the proxy.", ["model", "endpoint", "status"]
+    "ollama_requests", "Requests through the proxy.", ["model", "endpoint", "status", "backend"]
 )
 REQUEST_DURATION = Histogram(
     "ollama_request_duration_seconds",
     "Time from the request to the last byte of the reply, measured at the proxy.",
-    ["model", "endpoint"],
+    ["model", "endpoint", "backend"],
     buckets=DURATION_BUCKETS,
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "ollama_time_to_first_token_seconds",
     "Time from the request to the first byte of a successful model reply.",
-    ["model", "endpoint"],
+    ["model", "endpoint", "backend"],
     buckets=TTFT_BUCKETS,
 )
 TOKENS = Counter("ollama_tokens", "Tokens read (input) and generated (output).", ["model", "type"])
@@ -105,6 +107,12 @@ UPSTREAM_ERRORS = Counter(
 )
 MODEL_COSTS = Histogram(
     "ollama_model_costs", "Cost of a request in USD.", ["model"], buckets=COST_BUCKETS
+)
+BACKEND_UP = Gauge(
+    "ollama_backend_up",
+    "1 while a backend passes its health checks, 0 while it is taken out of routing.",
+    ["backend"],
+    multiprocess_mode="livemax",
 )
 
 RECORDS_WRITTEN = Counter("ollama_recorder_records_written", "Messages inserted into the database.")
@@ -228,14 +236,15 @@ class ExchangeMetrics:
         succeeded = status == "success"
         model = self.model_label(row["model"], succeeded)
         endpoint = endpoint_label(row["endpoint"])
-        REQUESTS.labels(model, endpoint, status).inc()
-        REQUEST_DURATION.labels(model, endpoint).observe(row["latency_seconds"])
+        backend = row.get("backend", "")
+        REQUESTS.labels(model, endpoint, status, backend).inc()
+        REQUEST_DURATION.labels(model, endpoint, backend).observe(row["latency_seconds"])
         operation = ollama.MODEL_ROUTES.get(row["endpoint"])
         if operation is None:
             return  # not a model: no tokens, no first token worth the name
         ttft = row["ttft_seconds"]
         if succeeded and ttft is not None:
-            TIME_TO_FIRST_TOKEN.labels(model, endpoint).observe(ttft)
+            TIME_TO_FIRST_TOKEN.labels(model, endpoint, backend).observe(ttft)
         for kind in ("input", "output"):
             tokens = row[f"{kind}_tokens"]
             if tokens:

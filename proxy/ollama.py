@@ -7,7 +7,9 @@ exchange, in the recorder's writer thread; the bytes relayed to the client are n
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,15 +86,20 @@ def open_session() -> aiohttp.ClientSession:
     )
 
 
-def describe_upstream_error(error: BaseException) -> tuple[int, str, str]:
-    """HTTP status, message for the client and error kind for a failure to reach Ollama."""
-    upstream = settings.OLLAMA_URL
+def describe_upstream_error(error: BaseException, upstream: str) -> tuple[int, str, str]:
+    """HTTP status, message for the client and error kind for a failure to reach an upstream
+    (`upstream` says which, e.g. "Ollama at http://127.0.0.1:11434"; never a credential)."""
     if isinstance(error, aiohttp.ClientConnectorError):
-        return 502, f"could not connect to Ollama at {upstream}: {error.os_error}", "connect"
+        return 502, f"could not connect to {upstream}: {error.os_error}", "connect"
     if isinstance(error, TimeoutError):
         idle = settings.PROXY_IDLE_TIMEOUT
-        return 504, f"Ollama at {upstream} sent nothing for {idle:g} s", "timeout"
-    return 502, f"lost the connection to Ollama at {upstream}: {error}", "connection"
+        return 504, f"{upstream} sent nothing for {idle:g} s", "timeout"
+    return 502, f"lost the connection to {upstream}: {error}", "connection"
+
+
+def is_connect_failure(error: BaseException) -> bool:
+    """The request never reached the upstream (so another one may be tried)."""
+    return isinstance(error, aiohttp.ClientConnectorError)
 
 
 # --- Reading requests -----------------------------------------------------------------------
@@ -193,6 +200,37 @@ def parse_request(path: str, body: bytes) -> RequestInfo:
     elif operation in {"embed", "embeddings"}:
         info.prompt = _input_text(data.get("input", data.get("prompt")))
     return info
+
+
+# A body whose first key is "model" (the `ollama` clients write it first): read without parsing
+# a body that may carry megabytes of base64 images (orjson: ~55 ms for 10 MB).
+_LEADING_MODEL = re.compile(rb'\s*\{\s*"model"\s*:\s*"([^"\\]*)"')
+
+
+def requested_model(body: bytes) -> str:
+    """The model a request body names, for choosing a backend; "" when it names none."""
+    leading = _LEADING_MODEL.match(body)
+    if leading is not None:
+        return leading.group(1).decode("utf-8", "replace")
+    data = _object(body)
+    model = data.get("model") or data.get("name") or ""
+    return model if isinstance(model, str) else ""
+
+
+def streams(path: str, body: bytes) -> bool:
+    """Whether the reply to a model route streams: the body's `stream`, else Ollama's default."""
+    stream = _object(body).get("stream")
+    if isinstance(stream, bool):
+        return stream
+    return MODEL_ROUTES.get(path) in {"generate", "chat"} and not path.startswith("/v1/")
+
+
+def _object(body: bytes) -> dict:
+    try:
+        data = _loads(body) if body else None
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --- Reading replies ------------------------------------------------------------------------
@@ -337,3 +375,121 @@ def parse_response(path: str, content_type: str, body: bytes) -> ResponseInfo:
         else:
             _read_native(info, obj)
     return info
+
+
+# --- Several upstreams' model lists (proxy.backends) ---------------------------------------
+
+# What the merged lists answer: the list's key in the reply, and the key that names a model.
+MERGED_LISTS = {
+    "/api/tags": ("models", "name"),
+    "/api/ps": ("models", "name"),
+    "/v1/models": ("data", "id"),
+}
+
+
+def listed_models(path: str, payload: bytes) -> list[dict]:
+    """The entries of an `/api/tags`, `/api/ps` or `/v1/models` reply (empty when unreadable)."""
+    key, _name = MERGED_LISTS[path]
+    try:
+        data = _loads(payload)
+    except ValueError:
+        return []
+    entries = data.get(key) if isinstance(data, dict) else None
+    return [entry for entry in entries or [] if isinstance(entry, dict)]
+
+
+def model_name(path: str, entry: dict) -> str:
+    name = entry.get(MERGED_LISTS[path][1]) or entry.get("model") or ""
+    return name if isinstance(name, str) else ""
+
+
+def hosted_tag(model_id: str) -> dict:
+    """A hosted API's model as an `/api/tags` entry, so Ollama clients can pick it: no size,
+    digest or details are known."""
+    return {
+        "name": model_id,
+        "model": model_id,
+        "modified_at": "0001-01-01T00:00:00Z",
+        "size": 0,
+        "digest": "",
+        "details": {
+            "parent_model": "",
+            "format": "",
+            "family": "",
+            "families": None,
+            "parameter_size": "",
+            "quantization_level": "",
+        },
+    }
+
+
+def merged_list(path: str, entries: list[dict]) -> bytes:
+    """One reply listing every upstream's entries; a model listed twice is listed once, except
+    in `/api/ps`, where each upstream's loaded copy is its own entry."""
+    key, _name = MERGED_LISTS[path]
+    if path != "/api/ps":
+        seen: set[str] = set()
+        unique = []
+        for entry in entries:
+            name = model_name(path, entry)
+            if name not in seen:
+                seen.add(name)
+                unique.append(entry)
+        entries = unique
+    reply = {"object": "list", key: entries} if path == "/v1/models" else {key: entries}
+    return orjson.dumps(reply)
+
+
+# --- Chat turns, for conversations (proxy.conversations) -----------------------------------
+
+
+def is_chat(path: str) -> bool:
+    """A route whose requests carry a chat history (`messages`)."""
+    return MODEL_ROUTES.get(path) == "chat"
+
+
+def reply_turn(text: str, tool_calls: list | None) -> dict:
+    """A reply as the turn a client sends back with its next request (in the recorded shape
+    of `parse_request`'s messages)."""
+    turn = {"role": "assistant", "content": text}
+    if tool_calls:
+        turn["tool_calls"] = tool_calls
+    return turn
+
+
+def _tool_call_identity(call: Any) -> list:
+    """A tool call by name and arguments: native Ollama sends arguments as an object, OpenAI as
+    JSON text, and the OpenAI SDK sends a call back with a `type` its stream never had."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return [None, call]
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # not JSON: compared as the text it is
+            arguments = json.loads(arguments)
+    return [function.get("name"), arguments]
+
+
+def turn_identity(turn: dict) -> list:
+    """What makes two recorded turns the same turn of a history: role, text, images (by count:
+    payloads are not recorded), tool calls and the tool answered. Not the thinking, which
+    clients drop or keep as they like when they send a history back."""
+    return [
+        turn.get("role", ""),
+        turn.get("content", ""),
+        turn.get("images") or 0,
+        [_tool_call_identity(call) for call in turn.get("tool_calls") or []],
+        turn.get("tool_name") or turn.get("tool_call_id") or turn.get("name") or "",
+    ]
+
+
+def readable_turns(turns: list) -> str:
+    """Recorded turns as the prompt text `parse_request` makes of a whole history."""
+    blocks = []
+    for turn in turns:
+        text = turn.get("content", "")
+        images = turn.get("images") or 0
+        if images:
+            text = f"{text}\n" + "[image]" * images if text else "[image]" * images
+        blocks.append(f"[{turn.get('role', '')}]\n{text}")
+    return "\n\n".join(blocks)

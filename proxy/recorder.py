@@ -30,9 +30,20 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from . import categories, consumers, costs, metrics, privacy, ratelimit, rollups
+from . import (
+    categories,
+    consumers,
+    conversations,
+    costs,
+    inserts,
+    metrics,
+    mirror,
+    otel,
+    privacy,
+    ratelimit,
+    rollups,
+)
 from .exchange import Exchange
-from .models import Message
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +89,7 @@ class Recorder:
             # cheaper than holding the stream, and nothing is lost.
             row = exchange.to_fields()
             # Masked before the spool; with the rules already in memory (no query on the loop).
+            conversations.fingerprint(row, exchange.headers)
             store = store and privacy.prepare(row, read_rules=False)
             self._observe([row])
             if store:
@@ -147,7 +159,9 @@ class Recorder:
                 if store:
                     self._count_dropped(1)
                 continue
-            # Record level and masking before anything reads or keeps the text.
+            # Hashes of the history as sent; then record level and masking, before anything
+            # reads or keeps the text.
+            conversations.fingerprint(row, exchange.headers)
             store = store and privacy.prepare(row)
             if exchange.rate_key is not None:
                 ratelimit.spend(exchange.rate_key, row)
@@ -157,6 +171,7 @@ class Recorder:
                 rows.append(row)
         # After the rows are complete (cost included), before they are written or spooled.
         self._observe(observed)
+        otel.export(observed)  # spans, sent by their own thread; never raises
         if not rows:
             return
         if self._database_resting():
@@ -166,6 +181,7 @@ class Recorder:
             self.written += len(rows)
             metrics.RECORDS_WRITTEN.inc(len(rows))
             consumers.publish(rows, self.loop)  # the live feed; never waits, never raises
+            mirror.write(rows)  # never raises
             if time.monotonic() - self.replay_checked >= self.retry_seconds:
                 self._replay_if_due()
         else:
@@ -186,16 +202,13 @@ class Recorder:
                 if "category" not in row or "cost_usd" not in row:  # spilled from a full queue
                     _price_and_categorise(row, None)
             with transaction.atomic():
-                new_rows = _not_yet_written(rows) if replay else rows
-                Message.objects.bulk_create(
-                    [Message(**row) for row in rows],
-                    batch_size=self.batch_size,
-                    # A replay may repeat rows a crashed replay already wrote; request_id is unique.
-                    ignore_conflicts=replay,
-                )
+                conversations.link(rows, replay=replay)  # trims the rows: before the insert
+                # A replay may repeat rows a crashed replay already wrote; request_id is unique.
+                new_rows = inserts.insert_messages(rows, ignore_conflicts=replay)
                 # In the same transaction: a rollup counts exactly the messages that are there.
                 rollups.add(new_rows)
         except DatabaseError as error:
+            conversations.unlink(rows)  # spooled as they came
             if self.database_down_since is None:
                 log.warning(
                     "recorder: database unavailable (%s); spooling to %s", error, self.spool_dir
@@ -241,6 +254,7 @@ class Recorder:
             original = claimed.name.rsplit(".claimed-", 1)[0]
             claimed.rename(claimed.with_name(original))
             return False
+        mirror.write(rows)  # never raises
         claimed.unlink()
         self.replayed += len(rows)
         metrics.RECORDS_REPLAYED.inc(len(rows))
@@ -286,19 +300,6 @@ def _price_and_categorise(row: dict, headers: dict[str, str] | None) -> None:
         log.exception("recorder: could not price or categorise %s", row["request_id"])
         row.setdefault("cost_usd", None)
         row.setdefault("category", "")
-
-
-def _not_yet_written(rows: list[dict]) -> list[dict]:
-    """The rows of a replay that an earlier, interrupted replay did not write."""
-    written = set()
-    ids = [row["request_id"] for row in rows]
-    for start in range(0, len(ids), 500):
-        written.update(
-            Message.objects.filter(request_id__in=ids[start : start + 500]).values_list(
-                "request_id", flat=True
-            )
-        )
-    return [row for row in rows if row["request_id"] not in written]
 
 
 def _limit_wait(seconds: float) -> None:

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 
-from . import privacy, rollups
+from . import conversations, privacy, rollups
 from .models import Message
 
 # Every column a message is restored from; the id is the database's own.
@@ -111,9 +111,11 @@ def append(directory: Path, day: date, rows: list[dict]) -> Path:
 
 
 def to_json(row: dict) -> dict:
+    previous = row.get("previous_request_id")
     return {
         **row,
         "request_id": str(row["request_id"]),
+        "previous_request_id": None if previous is None else str(previous),
         "timestamp": row["timestamp"].astimezone(UTC).isoformat(),
     }
 
@@ -187,6 +189,8 @@ def prune(
             if directory is not None:
                 for day, day_rows in by_day.items():
                     append(directory, day, [to_json(row) for row in day_rows])
+            # Later turns kept store their history whole, as it can no longer be referenced.
+            conversations.keep_history([row["request_id"] for row in rows], cutoff)
             # Exactly the ids read, not a range: under READ COMMITTED a range could take in a
             # row committed since the read, which no archive holds.
             Message.objects.filter(id__in=ids).delete()

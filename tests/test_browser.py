@@ -14,6 +14,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import ollama_monitor.asgi
+from analytics.models import Feedback
+from proxy.models import Message
 
 pytestmark = [pytest.mark.needs_binary("chromium"), pytest.mark.django_db(transaction=True)]
 
@@ -187,3 +189,42 @@ def test_a_message_sent_through_the_proxy_appears_in_the_live_feed(browser, serv
     wait(browser, lambda d: "/admin/proxy/message/" in d.current_url)
     assert HOSTILE in browser.find_element(By.CSS_SELECTOR, ".message-prompt").text
     assert browser.execute_script("return window.__xss") is None
+
+
+def test_the_comparison_page_draws_the_radar_and_the_table_of_the_models(browser, server, auditor):
+    for number in range(3):
+        chat(server.url, "llama3.2", f"llama question {number}")
+    chat(server.url, "qwen3", "qwen question")
+    server.flush()
+    Feedback.give(Message.objects.filter(model="llama3.2").first(), "app", "up")
+    Feedback.give(Message.objects.get(model="qwen3"), "app", 1)
+
+    log_in(browser, server, "/dashboard/")
+    browser.find_element(By.LINK_TEXT, "Compare models").click()
+    compared(browser)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#compare-rows tr")
+    assert [row.find_element(By.TAG_NAME, "th").text for row in rows] == ["llama3.2", "qwen3"]
+    assert rows[0].find_elements(By.TAG_NAME, "td")[0].text == "3"
+    assert rows[1].find_elements(By.TAG_NAME, "td")[-1].text == "0.00 (1)"
+    radar = browser.execute_script(
+        "return comparisonChart.data.datasets.map(set => [set.label, set.data])"
+    )
+    # speed, cost (unpriced: $0, the cheapest), quality (thumbs up against 1 star), reliability
+    assert [label for label, _ in radar] == ["llama3.2", "qwen3"]
+    assert [axes[1:] for _, axes in radar] == [[1, 1, 1], [1, 0, 1]]
+    assert max(radar[0][1][0], radar[1][1][0]) == 1
+    assert browser.execute_script("return comparisonChart.config.type") == "radar"
+    assert canvas_is_drawn(browser, "radar")
+    assert "relative to the best" in browser.find_element(By.CSS_SELECTOR, ".explain").text
+
+    # Ticking one model compares it alone, and the choice is kept in the URL.
+    browser.find_element(By.CSS_SELECTOR, "input[name=models][value=qwen3]").click()
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait(browser, lambda d: "models=qwen3" in d.current_url)
+    compared(browser)
+    assert browser.execute_script("return comparisonChart.data.datasets.length") == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-rows tr")) == 1
+
+
+def compared(browser) -> None:
+    wait(browser, lambda d: d.execute_script("return document.body.dataset.comparison"))

@@ -16,10 +16,12 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_the_proxy_app_never_imports_the_analytics_app():
+def test_the_proxy_app_never_imports_the_analytics_or_reports_apps():
     offenders = {
         str(path.relative_to(ROOT)): sorted(
-            name for name in imported_modules(path) if name.split(".")[0] == "analytics"
+            name
+            for name in imported_modules(path)
+            if name.split(".")[0] in {"analytics", "reports"}
         )
         for path in (ROOT / "proxy").rglob("*.py")
         if "tests" not in path.parts

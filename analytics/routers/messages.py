@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router
 from ninja.errors import HttpError
 
+from proxy import conversations
 from proxy.models import Message
 
 from ..auth import can_read_content
@@ -45,13 +46,17 @@ def message_detail(request, message_id: str):
         raise HttpError(404, "No message has this id.") from None
     message = get_object_or_404(Message, request_id=request_id)
     content = can_read_content(request)
+    # Stored once per conversation: each message keeps its new turns only.
+    history, missing = conversations.history(message)
     detail = {
         **message.as_json(content=content),
         "method": message.method,
         "user_agent": message.user_agent,
         "thinking": message.thinking,
         "tool_calls": message.tool_calls,
-        "messages": message.messages,
+        "messages": history,
+        "conversation": message.conversation_id,
+        "history_missing": missing,
         "options": message.options,
         "done_reason": message.done_reason,
         "truncated": message.truncated,

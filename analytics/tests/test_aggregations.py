@@ -14,6 +14,7 @@ import ollama
 import pytest
 from django.conf import settings
 
+from analytics.aggregations import EPOCH, MICROSECOND, plan
 from analytics.schemas import Aggregations, ModelList
 from proxy.models import Message
 
@@ -80,6 +81,8 @@ WINDOWS = [
     {"start_time": EPOCH_T0 - 1234.5, "end_time": EPOCH_T0 + 86400 * 1.5 + 77.7},
     {"start_time": "2026-03-02T00:00:00Z", "end_time": "2026-03-03T23:59:59.999999Z"},
     {"start_time": EPOCH_T0 + 3 * 3600 + 17, "end_time": EPOCH_T0 + 40 * 3600 + 3},
+    # Whole days less seconds at both ends (read as days minus the messages of those seconds).
+    {"start_time": EPOCH_T0 + 12 * 3600 + 37.25, "end_time": EPOCH_T0 + 36 * 3600 - 21.5},
 ]
 
 
@@ -137,6 +140,84 @@ def test_the_figures_are_those_of_the_messages_in_the_range(api, write, window):
     assert [(row["user"], row["messages"]) for row in figures["top_users"]] == sorted(
         top, key=lambda pair: (-pair[1], pair[0])
     )
+
+
+def test_seconds_subtracted_from_a_whole_day_take_their_users_with_them(api, write):
+    midnight = T0 + timedelta(hours=12)
+    write(
+        {"timestamp": midnight + timedelta(seconds=10), "user": "early", "cost_usd": 0.1},
+        {"timestamp": midnight + timedelta(hours=5), "user": "late"},
+        {"timestamp": midnight + timedelta(hours=23, minutes=59, seconds=50), "user": "night"},
+    )
+    day = {
+        "start_time": midnight.timestamp() + 37,
+        "end_time": midnight.timestamp() + 86400 - 30,
+        "interval": "1h",
+    }
+
+    figures = aggregate(api, **day)
+    scanned = aggregate(api, **day, min_latency=0)
+
+    assert [row["user"] for row in figures["top_users"]] == ["late"]
+    assert figures["unique_users"] == 1
+    assert figures["total_cost"] == pytest.approx(0.001)
+    figures.pop("source"), scanned.pop("source")
+    assert rounded(figures) == rounded(scanned)
+
+
+def moment_at(micros: int | None):
+    return None if micros is None else EPOCH + micros * MICROSECOND
+
+
+def coverage(cut, micros: int) -> int:
+    """How many times a plan counts the moment `micros`: each span or edge adds its sign."""
+    seconds = micros // 1_000_000
+    count = 0
+    for sign, size, start, end in cut.spans:
+        bucket = seconds - seconds % size
+        if (start is None or bucket >= start) and (end is None or bucket < end):
+            count += sign
+    for sign, start, end in cut.edges:
+        if (start is None or micros >= start) and (end is None or micros < end):
+            count += sign
+    return count
+
+
+def test_a_plan_counts_every_moment_of_its_range_once_and_nothing_else():
+    chance = random.Random(3)
+    day = 86400 * 1_000_000
+    for _ in range(300):
+        resolutions = chance.choice([(60,), (60, 3600), (60, 3600, 86400), (3600, 86400)])
+        start = chance.choice([None, chance.randrange(0, 40 * day)])
+        length = chance.choice([chance.randrange(0, 90 * 1_000_000), chance.randrange(0, 9 * day)])
+        end = chance.choice([None, (start or 0) + length])
+        cut = plan(moment_at(start), moment_at(end), resolutions)
+
+        low = start if start is not None else 0
+        high = end + 1 if end is not None else 60 * day
+        bounds = {low, high}
+        for _, _, first, last in cut.spans:
+            bounds |= {low if first is None else first * 1_000_000}
+            bounds |= {high if last is None else last * 1_000_000}
+        bounds |= {edge for _, *ends in cut.edges for edge in ends if edge is not None}
+        for bound in bounds:
+            for moment in (bound - 1, bound, bound + 1):
+                inside = (start is None or moment >= start) and (end is None or moment <= end)
+                assert coverage(cut, moment) == int(inside), (start, end, resolutions, moment)
+
+
+def test_a_range_from_just_after_midnight_reads_the_days_less_those_seconds():
+    midnight = T0 + timedelta(hours=12)
+
+    cut = plan(midnight + timedelta(seconds=20), midnight + timedelta(days=7), (60, 3600, 86400))
+
+    day = int(midnight.timestamp())
+    week = day + 7 * 86400
+    assert cut.spans == [(1, 86400, day, week)]
+    assert cut.edges == [
+        (-1, day * 1_000_000, (day + 20) * 1_000_000),  # the 20 s before the start
+        (1, week * 1_000_000, week * 1_000_000 + 1),  # the end, included
+    ]
 
 
 def test_each_percentile_lies_within_the_bounds_it_states(api, write):

@@ -117,7 +117,10 @@ Python API
 ----------
 ``SimulatorConfig``
     Dataclass: host, port, tokens_per_second, ttft, default_tokens,
-    max_parallel, max_queue, version, models (None = all built-ins).
+    max_parallel, max_queue, version, models (None = all built-ins),
+    openai_only (a hosted OpenAI-compatible API: ``/v1/*`` only, other paths
+    404), api_key (non-empty: ``/v1/*`` answers OpenAI's 401
+    ``invalid_api_key`` error unless ``Authorization: Bearer <api_key>``).
 ``build_app(config) -> aiohttp.web.Application``
 ``RunningSimulator(config=None, **overrides)``
     Context manager serving from a background thread with its own loop; a

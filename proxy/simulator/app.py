@@ -31,6 +31,7 @@ from .openai import (
     handle_openai_model,
     handle_openai_models,
 )
+from .openai_output import openai_json
 from .output import native_error, plain_text
 from .state import (
     BODY_KEY,
@@ -95,6 +96,32 @@ async def _no_content(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _not_found(request: web.Request) -> web.Response:
+    return plain_text(404, "404 page not found")
+
+
+async def _unauthorized(request: web.Request) -> web.Response:
+    # The shape hosted OpenAI-compatible APIs answer a missing or wrong key with.
+    error = {
+        "message": "Incorrect API key provided.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+    return openai_json({"error": error}, 401)
+
+
+def _hosted_handler(request: web.Request, config: SimulatorConfig) -> Handler | None:
+    """In hosted mode, the answer that replaces routing: not found or unauthorized."""
+    openai_path = request.path.startswith("/v1/")
+    if config.openai_only and not openai_path:
+        return _not_found
+    authorized = request.headers.get("Authorization") == f"Bearer {config.api_key}"
+    if config.api_key and openai_path and not authorized:
+        return _unauthorized
+    return None
+
+
 # Handlers that apply the knobs themselves; other routes only honour X-Sim-TTFT.
 INFERENCE_HANDLERS: frozenset[Handler] = frozenset(
     {
@@ -138,13 +165,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return plain_text(405, "405 method not allowed", {"Allow": ", ".join(sim)})
         return await handler(request)
 
+    state = state_of(request)
     methods = _methods_for(request.path)
     if request.method == "OPTIONS":
         handler = _no_content
     else:
         handler = (methods or {}).get(request.method) or _route_error
+    handler = _hosted_handler(request, state.config) or handler
 
-    state = state_of(request)
     request[START_KEY] = time.perf_counter_ns()
     request[WRITTEN_KEY] = bytearray()
     body = await request.read()

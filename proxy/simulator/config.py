@@ -19,3 +19,7 @@ class SimulatorConfig:
     version: str = "0.33.0"
     # Installed model names (None = every built-in model). Others can be pulled.
     models: tuple[str, ...] | None = None
+    # A hosted OpenAI-compatible API instead of Ollama: only /v1/* is served.
+    openai_only: bool = False
+    # Non-empty: /v1/* answers 401 unless "Authorization: Bearer <api_key>".
+    api_key: str = ""

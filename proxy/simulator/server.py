@@ -240,6 +240,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", default=None, help="comma-separated installed models (default: all built-in)"
     )
+    parser.add_argument(
+        "--openai-only",
+        action="store_true",
+        help="act as a hosted OpenAI-compatible API: serve /v1/* only",
+    )
+    parser.add_argument(
+        "--api-key", default="", help="require 'Authorization: Bearer KEY' on /v1/*"
+    )
 
 
 def config_from_options(options: dict[str, Any] | argparse.Namespace) -> SimulatorConfig:
@@ -258,6 +266,8 @@ def config_from_options(options: dict[str, Any] | argparse.Namespace) -> Simulat
         models=tuple(m.strip() for m in models.split(",") if m.strip())
         if models is not None
         else None,
+        openai_only=values.get("openai_only", False),
+        api_key=values.get("api_key", ""),
     )
 
 

@@ -10,7 +10,7 @@
   const PASSED_ON = [
     "search", "model", "user", "status", "category", "endpoint",
     "min_input_tokens", "max_input_tokens", "min_output_tokens", "max_output_tokens",
-    "min_latency", "max_latency", "min_cost", "max_cost",
+    "min_latency", "max_latency", "min_cost", "max_cost", "has_feedback", "min_score",
   ];
   const TOP_MODELS = 6;
   const PAGE = 25;

@@ -26,7 +26,9 @@ class Command(BaseCommand):
             raise CommandError("--days must be at least 1.")
         expires_at = timezone.now() + timedelta(days=days) if days else None
         token, secret = ApiToken.issue(user, name, expires_at)
-        if not user.has_perm("proxy.view_message"):
+        if user.has_perm("analytics.send_feedback") and not user.has_perm("proxy.view_message"):
+            self.stderr.write(f"Note: {username} may send feedback but read nothing.")
+        elif not user.has_perm("proxy.view_message"):
             self.stderr.write(
                 f"Note: {username} lacks the permission proxy.view_message; the API will answer "
                 "403 until it is granted."

@@ -8,7 +8,7 @@ from proxy.models import Message, ModelPrice
 
 from .rebuild_rollups import add_range_arguments
 
-FIELDS = ("id", "timestamp", "model", "input_tokens", "output_tokens")
+FIELDS = ("id", "timestamp", "model", "backend", "input_tokens", "output_tokens")
 DURATIONS = ("total_duration_seconds", "latency_seconds", "cost_usd")
 
 
