@@ -159,9 +159,8 @@ def link(rows: list[dict], *, replay: bool = False) -> None:
 
 
 def _link(batch: list[tuple[dict, dict]]) -> None:
-    known = _known_anchors(batch)
+    known, waiting = _known_anchors(batch)
     named = _named_threads(batch)
-    waiting = _orphans(batch)
     threads: dict[int, _Thread] = {}
     adoptions = []
     for row, hints in batch:
@@ -185,18 +184,14 @@ def _link(batch: list[tuple[dict, dict]]) -> None:
         _adopt(orphan, row, turns)
 
 
-def _orphans(batch) -> dict[int, list[Message]]:
-    """Stored turns that found no history to continue (`parent_hash` set) and continue one of
-    this batch's rows: written first by another worker, or replayed out of order."""
-    hashes = sorted({row["history_hash"] for row, _ in batch if row.get("history_hash")})
+def _orphans(found: list) -> dict[int, list[Message]]:
+    """The stored turns that found no history to continue (`parent_hash` set), by that hash,
+    read whole (a few rows: written before the turn they continue by another worker, or
+    replayed out of order)."""
     waiting: dict[int, list[Message]] = {}
-    for start in range(0, len(hashes), QUERY_CHUNK):
-        found = (
-            Message.objects.filter(parent_hash__in=hashes[start : start + QUERY_CHUNK])
-            .order_by()
-            .only("conversation_id", "parent_hash", "messages")
-        )
-        for orphan in found:
+    if found:
+        orphans = Message.objects.filter(pk__in=found).order_by()
+        for orphan in orphans.only("conversation_id", "parent_hash", "messages"):
             waiting.setdefault(orphan.parent_hash, []).append(orphan)
     return waiting
 
@@ -260,10 +255,12 @@ def _restore(*, keep_hints: bool) -> None:
     _undo.batch, _undo.rows, _undo.anchors = None, [], []
 
 
-def _known_anchors(batch) -> dict[int, _Anchor]:
-    """The stored anchors of the batch's prefixes: those this process remembers (checked in
-    one query: another worker or the retention may have pruned a message since), and from
-    the database, in batched queries, those longer than the longest remembered."""
+def _known_anchors(batch) -> tuple[dict[int, _Anchor], dict[int, list[Message]]]:
+    """The stored anchors of the batch's prefixes, and the orphans that continue the batch's
+    rows (`_orphans`). Anchors this process remembers are checked in the same query as the
+    orphans are looked for (another worker or the retention may have pruned their message
+    since); the database is asked, in batched queries, for those longer than the longest
+    remembered."""
     batch_hashes = {
         hash_
         for row, _ in batch
@@ -283,7 +280,7 @@ def _known_anchors(batch) -> dict[int, _Anchor]:
             if longest and prefixes[longest - 1] in _anchors:
                 remembered[prefixes[longest - 1]] = _anchors[prefixes[longest - 1]]
             wanted.update(prefixes[longest:])
-    known = _still_stored(remembered)
+    known, orphans = _still_stored(remembered, batch)
     ordered = sorted(wanted - batch_hashes)
     for start in range(0, len(ordered), QUERY_CHUNK):
         chunk = ordered[start : start + QUERY_CHUNK]
@@ -296,28 +293,34 @@ def _known_anchors(batch) -> dict[int, _Anchor]:
             for hash_ in hashes:
                 if hash_ in wanted:
                     known[hash_] = _Anchor(request_id.hex, conversation)
-    return known
+    return known, orphans
 
 
-def _still_stored(remembered: dict) -> dict[int, _Anchor]:
-    """The remembered anchors whose message is still there, with its conversation as stored."""
-    ids = {request_id for request_id, _ in remembered.values()}
-    stored = {}
-    listed = sorted(ids)
-    for start in range(0, len(listed), QUERY_CHUNK):
-        stored.update(
-            (request_id.hex, conversation)
-            for request_id, conversation in Message.objects.filter(
-                request_id__in=listed[start : start + QUERY_CHUNK]
+def _still_stored(remembered: dict, batch) -> tuple[dict[int, _Anchor], dict]:
+    """The remembered anchors whose message is still there (with its conversation as stored),
+    and the orphans waiting for one of the batch's rows: one query per `QUERY_CHUNK`."""
+    ids = sorted({request_id for request_id, _ in remembered.values()})
+    histories = sorted({row["history_hash"] for row, _ in batch if row.get("history_hash")})
+    stored, orphans, waited = {}, [], set(histories)
+    for start in range(0, max(len(ids), len(histories)), QUERY_CHUNK):
+        found = (
+            Message.objects.filter(
+                Q(request_id__in=ids[start : start + QUERY_CHUNK])
+                | Q(parent_hash__in=histories[start : start + QUERY_CHUNK])
             )
             .order_by()
-            .values_list("request_id", "conversation_id")
+            .values_list("pk", "request_id", "conversation_id", "parent_hash")
         )
-    return {
+        for pk, request_id, conversation, parent_hash in found:
+            stored[request_id.hex] = conversation
+            if parent_hash in waited:
+                orphans.append(pk)
+    known = {
         hash_: _Anchor(request_id, stored[request_id])
         for hash_, (request_id, _) in remembered.items()
         if request_id in stored
     }
+    return known, _orphans(orphans)
 
 
 def _hex(request_id) -> str:

@@ -440,8 +440,9 @@ def _examples(bucket: Bucket, links, error_text: bool) -> list[dict]:
 
 def _slowest(period: Period, links) -> list[dict]:
     """The period's slowest requests. No index has latency, so this reads the period's rows
-    through the time index: most of a long report's time (measured: 2 of 2.5 s for a month of
-    152k messages on SQLite); a (timestamp, latency) index would make it index-only."""
+    through the time index: most of a long report's time (measured for a month of 152k
+    messages: 0.9 of 1.3 s on SQLite, 0.3 of 1.4 s on PostgreSQL); a (timestamp, latency)
+    index would make it index-only."""
     slowest = (
         Message.objects.filter(timestamp__gte=period.start, timestamp__lt=period.end)
         .order_by("-latency_seconds", "-id")

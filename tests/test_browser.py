@@ -206,6 +206,8 @@ def test_the_comparison_page_draws_the_radar_and_the_table_of_the_models(browser
     assert [row.find_element(By.TAG_NAME, "th").text for row in rows] == ["llama3.2", "qwen3"]
     assert rows[0].find_elements(By.TAG_NAME, "td")[0].text == "3"
     assert rows[1].find_elements(By.TAG_NAME, "td")[-1].text == "0.00 (1)"
+    link = rows[0].find_element(By.TAG_NAME, "a").get_attribute("href")
+    assert link.endswith("/dashboard/?model=llama3.2")
     radar = browser.execute_script(
         "return comparisonChart.data.datasets.map(set => [set.label, set.data])"
     )

@@ -1,7 +1,34 @@
 """Backends for hybrid routing (issue 8): the Backend table, and which backend a message and a
-price are about."""
+price are about.
+
+On SQLite, Django adds a NOT NULL column by rebuilding the table, which would drop the search
+triggers of 0003: `Message.backend` is added in place there, with `ALTER TABLE ... ADD COLUMN`
+and a default for the rows already stored.
+"""
 
 from django.db import migrations, models
+
+
+def _backend_field():
+    field = models.CharField(blank=True, default="", max_length=64)
+    field.set_attributes_from_name("backend")
+    return field
+
+
+def add_backend_column(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        schema_editor.execute(
+            "ALTER TABLE proxy_message ADD COLUMN backend varchar(64) NOT NULL DEFAULT ''"
+        )
+    else:
+        schema_editor.add_field(apps.get_model("proxy", "Message"), _backend_field())
+
+
+def drop_backend_column(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        schema_editor.execute("ALTER TABLE proxy_message DROP COLUMN backend")
+    else:
+        schema_editor.remove_field(apps.get_model("proxy", "Message"), _backend_field())
 
 
 class Migration(migrations.Migration):
@@ -10,10 +37,17 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name="message",
-            name="backend",
-            field=models.CharField(blank=True, max_length=64),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddField(
+                    model_name="message",
+                    name="backend",
+                    field=models.CharField(blank=True, max_length=64),
+                ),
+            ],
+            database_operations=[
+                migrations.RunPython(add_backend_column, drop_backend_column, elidable=False),
+            ],
         ),
         migrations.AddField(
             model_name="modelprice",

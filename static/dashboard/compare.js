@@ -118,7 +118,9 @@
     const name = document.createElement("th");
     name.scope = "row";
     const link = document.createElement("a");
-    link.href = `/dashboard/?${new URLSearchParams({ model: data.model, range: page.get("range") || "24h" })}`;
+    const drill = new URLSearchParams({ model: data.model });
+    for (const name of ["range", "start_time", "end_time"]) if (page.get(name)) drill.set(name, page.get(name));
+    link.href = `/dashboard/?${drill}`;
     link.textContent = data.model || "(none)";
     name.appendChild(link);
     row.appendChild(name);
