@@ -84,6 +84,7 @@ class Upstream:
         "kind",
         "models",
         "name",
+        "own_ids",
         "patterns",
         "priority",
         "row_id",
@@ -114,6 +115,8 @@ class Upstream:
         self.weight = max(1, weight)
         self.row_id = row_id
         self.models: frozenset[str] = frozenset()
+        # A hosted API's own ids by `model_key`, from its /v1/models: what to send it back.
+        self.own_ids: dict[str, str] = {}
         self.healthy = True  # until a check or connects say otherwise
         self.failures = 0
         self.health_error = ""
@@ -145,6 +148,11 @@ class Upstream:
             fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(key, pattern)
             for pattern in self.patterns
         )
+
+    def own_id(self, model: str) -> str:
+        """The name this backend knows a requested model by (`gpt-4o-mini` for a request for
+        `gpt-4o-mini:latest`); the name as requested when it listed no such model."""
+        return self.own_ids.get(model_key(model), model)
 
     def url_for(self, raw_path: str) -> str:
         """Where one of our paths is on this backend: a hosted API's base URL ends in /v1."""
@@ -328,7 +336,10 @@ class Registry:
         except (aiohttp.ClientError, TimeoutError, CheckFailed) as error:
             upstream.failed(_reason(error))
             return
-        upstream.passed(frozenset(model_key(ollama.model_name(path, entry)) for entry in names))
+        ids = {model_key(name): name for name in (ollama.model_name(path, e) for e in names)}
+        if upstream.hosted:
+            upstream.own_ids = ids
+        upstream.passed(frozenset(ids))
 
     async def _get(self, upstream: Upstream, path: str) -> bytes:
         headers = upstream.headers_for([])

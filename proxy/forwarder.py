@@ -222,7 +222,9 @@ class Forwarder:
             url, sent_headers, data = upstream.url_for(target), upstream.headers_for(headers), body
             if upstream.hosted and exchange.path in translate.NATIVE_ROUTES:
                 try:
-                    openai_path, data = translate.translate_request(exchange.path, body)
+                    openai_path, data = translate.translate_request(
+                        exchange.path, body, upstream.own_id(route.model)
+                    )
                 except translate.TranslationError as error:
                     exchange.http_status, exchange.error = 400, str(error)
                     await _respond(

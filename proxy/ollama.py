@@ -405,10 +405,13 @@ def model_name(path: str, entry: dict) -> str:
 
 def hosted_tag(model_id: str) -> dict:
     """A hosted API's model as an `/api/tags` entry, so Ollama clients can pick it: no size,
-    digest or details are known."""
+    digest or details are known. Tagged as Ollama tags every model (`gpt-4o-mini:latest`):
+    clients such as Open WebUI add `:latest` to an untagged name and then look it up in the
+    list; the proxy sends the API its own id back (proxy.backends.Upstream.own_id)."""
+    name = model_id if ":" in model_id.rsplit("/", 1)[-1] else f"{model_id}:latest"
     return {
-        "name": model_id,
-        "model": model_id,
+        "name": name,
+        "model": name,
         "modified_at": "0001-01-01T00:00:00Z",
         "size": 0,
         "digest": "",

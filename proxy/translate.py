@@ -56,8 +56,12 @@ class TranslationError(ValueError):
 # --- Requests -------------------------------------------------------------------------------
 
 
-def translate_request(path: str, body: bytes) -> tuple[str, bytes]:
-    """An Ollama-native request as the OpenAI-compatible path and JSON body that ask the same."""
+def translate_request(path: str, body: bytes, model: str | None = None) -> tuple[str, bytes]:
+    """An Ollama-native request as the OpenAI-compatible path and JSON body that ask the same.
+
+    `model`: the API's own id for the requested model, when it differs (an Ollama client asks
+    for `gpt-4o-mini:latest`, the name the merged `/api/tags` lists, the API knows `gpt-4o-mini`).
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -66,6 +70,8 @@ def translate_request(path: str, body: bytes) -> tuple[str, bytes]:
         raise TranslationError("request body is not a JSON object")
     if not data.get("model") or not isinstance(data["model"], str):
         raise TranslationError("model is required")
+    if model:
+        data["model"] = model
     if path == "/api/chat":
         request = _chat_request(data, _chat_messages(data.get("messages")))
     elif path == "/api/generate":

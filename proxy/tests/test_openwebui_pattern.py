@@ -379,12 +379,42 @@ def test_a_user_named_by_the_name_header_is_stored_unquoted(simulator, proxy, se
 
 
 class HostedModels(BaseHTTPRequestHandler):
-    """A hosted OpenAI-compatible API's model list, with OpenAI's untagged ids."""
+    """A hosted OpenAI-compatible API with OpenAI's untagged ids: its model list, and a chat
+    completion that knows only its own id (the models it was asked for are kept in `asked`)."""
+
+    asked: list[str] = []
 
     def do_GET(self):
         listed = {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}
-        body = json.dumps(listed).encode() if self.path == "/v1/models" else b"{}"
-        self.send_response(200 if self.path == "/v1/models" else 404)
+        self._answer(200 if self.path == "/v1/models" else 404, listed)
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.asked.append(request["model"])
+        if self.path != "/v1/chat/completions" or request["model"] != "gpt-4o-mini":
+            self._answer(404, {"error": {"message": f"model {request['model']} not found"}})
+            return
+        self._answer(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Blue light scatters."},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+            },
+        )
+
+    def _answer(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -414,20 +444,26 @@ def listed_to_open_webui(proxy) -> set[str]:
 
 
 def test_open_webui_sees_the_hosted_models_in_the_merged_list(beside_a_hosted_api):
-    assert {"gpt-4o-mini", "llama3.2:latest"} <= listed_to_open_webui(beside_a_hosted_api)
+    assert {"gpt-4o-mini:latest", "llama3.2:latest"} <= listed_to_open_webui(beside_a_hosted_api)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in proxy/ollama.py hosted_tag (with proxy/translate.py): a hosted model is "
-    "listed in /api/tags without a tag ('gpt-4o-mini'). Open WebUI's generate_chat_completion "
-    "adds ':latest' to an untagged name and get_ollama_url then looks 'gpt-4o-mini:latest' up "
-    "among the listed names: not found, Open WebUI answers 400 before calling the proxy. List "
-    "it as 'gpt-4o-mini:latest' (as Ollama lists every model) and send the hosted API its own "
-    "id back when a request names it so (translate_request passes the name through as is).",
-)
 def test_open_webui_can_pick_every_model_the_merged_list_offers(beside_a_hosted_api):
     listed = listed_to_open_webui(beside_a_hosted_api)
 
     picked = {name if ":" in name else f"{name}:latest" for name in listed}
     assert picked <= listed
+
+
+def test_open_webui_chats_with_a_hosted_model_by_its_listed_name(beside_a_hosted_api):
+    HostedModels.asked.clear()
+    body = {"model": "gpt-4o-mini:latest", "messages": [{"role": "user", "content": "Why?"}]}
+    reply = OpenWebUI(beside_a_hosted_api.url).post(
+        "/api/chat", model_dump_json({**body, "stream": False})
+    )
+
+    assert reply.status == 200, reply.body
+    answer = json.loads(reply.body)
+    assert answer["model"] == "gpt-4o-mini:latest"  # the name the client asked for
+    assert answer["message"]["content"] == "Blue light scatters."
+    assert (answer["prompt_eval_count"], answer["eval_count"]) == (9, 3)
+    assert HostedModels.asked == ["gpt-4o-mini"]  # the API got its own id back
