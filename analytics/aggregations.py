@@ -297,8 +297,8 @@ def _ratio(numerator, denominator):
 
 
 def _totals(groups) -> dict:
-    """The sums of groups of sums (each in `ROLLUP_SUMS` order), added column by column: a
-    loop per sum name took 28 ms of an aggregation of 300 groups (bench/analytics.py)."""
+    """The sums of groups of sums (each in `ROLLUP_SUMS` order), added column by column in C:
+    a loop per sum name took 5.7 ms of an aggregation of 30 days (213 groups), this 2.0."""
     totals = [sum(column) for column in zip(*(sums.values() for sums in groups), strict=True)]
     return dict(zip(ROLLUP_SUMS, totals or [0] * len(ROLLUP_SUMS), strict=True))
 

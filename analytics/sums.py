@@ -95,7 +95,7 @@ class Sums:
         keys = [f"{expressions.get(key, quote(key))} AS {quote(key)}" for key in self.keys]
         where = [f"{quote('bucket_seconds')} = %s"]
         self.params.append(seconds)
-        # The unique key's (bucket_seconds, bucket_start) serves the range.
+        # An index that starts with (bucket_seconds, bucket_start) serves the range.
         if start is not None:
             where.append(f"{quote('bucket_start')} >= %s")
             self.params.append(start)
@@ -116,7 +116,7 @@ class Sums:
         `expressions`: SQL over the message (alias `m`) for keys that are not columns."""
         quote = connection.ops.quote_name
         expressions = expressions or {}
-        columns = {"id", *self.keys} - set(expressions)
+        columns = set(self.keys) - set(expressions)
         columns |= {"timestamp", "latency_seconds", "ttft_seconds", "tokens_per_second"}
         columns |= {"input_tokens", "output_tokens", "cost_usd"}
         try:
