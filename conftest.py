@@ -5,6 +5,7 @@ import shutil
 import threading
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from proxy.serving import ThreadedServer
 from proxy.simulator import RunningSimulator
@@ -53,6 +54,26 @@ def start_proxy(proxy_settings, transactional_db):
 def proxy(start_proxy):
     """The proxy in front of the simulator, recording into the test database."""
     return start_proxy()
+
+
+# force_login would pick the first auth backend, the login throttle, which finds no user.
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+@pytest.fixture
+def reader(client, django_user_model):
+    """Log the test's client in as a new staff user with these permissions (codenames, e.g.
+    "view_message") and return the client: `reader("auditor", "view_message",
+    "view_message_content").get("/dashboard/")`."""
+
+    def log_in(name, *codenames):
+        user = django_user_model.objects.create_user(name, is_staff=True)
+        for codename in codenames:
+            user.user_permissions.add(Permission.objects.get(codename=codename))
+        client.force_login(user, backend=MODEL_BACKEND)
+        return client
+
+    return log_in
 
 
 @pytest.fixture

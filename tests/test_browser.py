@@ -5,7 +5,6 @@ message, and watch a message recorded through the proxy arrive in the live feed.
 import httpx
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -15,11 +14,11 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import ollama_monitor.asgi
 from analytics.models import Feedback
+from analytics.tests.conftest import PASSWORD, make_user
 from proxy.models import Message
 
 pytestmark = [pytest.mark.needs_binary("chromium"), pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "correct horse battery"
 # Runs if the page ever treats recorded text as markup.
 HOSTILE = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 CHROMIUM_FLAGS = (
@@ -69,10 +68,9 @@ def server(start_proxy, proxy_settings, monkeypatch):
 
 @pytest.fixture
 def auditor(django_user_model):
-    user = django_user_model.objects.create_user("auditor", password=PASSWORD, is_staff=True)
-    for codename in ("view_message", "view_message_content"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    return user
+    return make_user(
+        django_user_model, "auditor", "view_message", "view_message_content", staff=True
+    )
 
 
 def chat(url: str, model: str, prompt: str, user: str = "alice") -> None:

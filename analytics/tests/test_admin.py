@@ -2,7 +2,6 @@
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.auth.models import Permission
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -13,8 +12,6 @@ from proxy.models import Message
 
 pytestmark = pytest.mark.django_db
 
-# force_login would pick the first backend, the login throttle, which finds no user.
-MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)><b>bold</b>'
 
 
@@ -42,23 +39,15 @@ def read(response) -> str:
     return async_to_sync(chunks)().decode()
 
 
-def staff(django_user_model, client, name, *codenames):
-    user = django_user_model.objects.create_user(name, is_staff=True)
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user, backend=MODEL_BACKEND)
-    return client
-
-
 @pytest.fixture
-def analyst(django_user_model, client):
+def analyst(reader):
     """May see metadata, not prompts and responses."""
-    return staff(django_user_model, client, "analyst", "view_message")
+    return reader("analyst", "view_message")
 
 
 @pytest.fixture
-def auditor(django_user_model, client):
-    return staff(django_user_model, client, "auditor", "view_message", "view_message_content")
+def auditor(reader):
+    return reader("auditor", "view_message", "view_message_content")
 
 
 @pytest.fixture
@@ -239,16 +228,16 @@ def test_an_auditor_exports_csv_with_the_text(auditor):
     assert "visible words" in body
 
 
-def test_only_users_with_the_delete_permission_may_delete(django_user_model, client):
+def test_only_users_with_the_delete_permission_may_delete(reader):
     message = write()
-    staff(django_user_model, client, "analyst", "view_message", "view_message_content")
+    client = reader("analyst", "view_message", "view_message_content")
     assert "delete_selected" not in client.get("/admin/proxy/message/").content.decode()
     assert (
         client.post(f"/admin/proxy/message/{message.pk}/delete/", {"post": "yes"}).status_code
         == 403
     )
 
-    staff(django_user_model, client, "admin", "view_message", "delete_message")
+    reader("admin", "view_message", "delete_message")
     assert "delete_selected" in client.get("/admin/proxy/message/").content.decode()
     response = client.post(f"/admin/proxy/message/{message.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302

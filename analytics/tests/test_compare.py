@@ -10,7 +10,6 @@ from analytics.models import Feedback
 from analytics.schemas import Comparison
 
 from .conftest import T0
-from .test_dashboard import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,16 +178,14 @@ def test_a_model_without_messages_is_left_out_and_at_most_eight_are_asked(api, k
     assert too_many.status_code == 422
 
 
-def test_the_page_needs_the_read_permission(client, django_user_model):
+def test_the_page_needs_the_read_permission(client, reader):
     assert client.get("/dashboard/compare/")["Location"].startswith("/admin/login/")
-    log_in(client, django_user_model, "visitor")
+    reader("visitor")
     assert client.get("/dashboard/compare/").status_code == 403
 
 
-def test_the_page_offers_the_models_and_is_linked_from_the_dashboard(
-    client, django_user_model, known
-):
-    log_in(client, django_user_model, "analyst", "view_message")
+def test_the_page_offers_the_models_and_is_linked_from_the_dashboard(reader, known):
+    client = reader("analyst", "view_message")
 
     page = client.get("/dashboard/compare/", {"models": "qwen3"}).content.decode()
 

@@ -4,7 +4,6 @@ through the running application with the official client, read back as threads."
 import httpx
 import ollama
 import pytest
-from django.contrib.auth.models import Permission
 
 from analytics.tests.conftest import client_for, make_user
 from proxy import conversations
@@ -12,7 +11,6 @@ from proxy.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 HOSTILE = '<script>alert("x")</script>'
 
 
@@ -91,16 +89,8 @@ def test_the_conversations_api_needs_the_read_permission(server, django_user_mod
     assert httpx.get(f"{server.url}/analytics/conversations").status_code == 401
 
 
-def staff(client, django_user_model, *codenames):
-    user = django_user_model.objects.create_user("staff", is_staff=True)
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user, backend=MODEL_BACKEND)
-    return client
-
-
-def test_the_dashboard_lists_conversations_and_shows_a_thread(client, django_user_model, two_chats):
-    staff(client, django_user_model, "view_message", "view_message_content")
+def test_the_dashboard_lists_conversations_and_shows_a_thread(reader, two_chats):
+    client = reader("staff", "view_message", "view_message_content")
     listing = client.get("/dashboard/conversations/", {"search": "sunset"}).content.decode()
     sky = Conversation.objects.get(turns=3)
     assert f'href="/dashboard/conversations/{sky.pk}/"' in listing
@@ -114,27 +104,23 @@ def test_the_dashboard_lists_conversations_and_shows_a_thread(client, django_use
     assert 'href="/dashboard/conversations/"' in client.get("/dashboard/").content.decode()
 
 
-def test_the_dashboard_thread_hides_text_without_the_content_permission(
-    client, django_user_model, two_chats
-):
-    staff(client, django_user_model, "view_message")
+def test_the_dashboard_thread_hides_text_without_the_content_permission(reader, two_chats):
+    client = reader("staff", "view_message")
     page = client.get(f"/dashboard/conversations/{Conversation.objects.get(turns=3).pk}/")
     assert page.status_code == 200
     assert "And at sunset?" not in page.content.decode()
     assert "needs the permission" in page.content.decode()
 
 
-def test_the_dashboard_pages_need_the_read_permission(client, django_user_model, two_chats):
-    staff(client, django_user_model)
+def test_the_dashboard_pages_need_the_read_permission(reader, two_chats):
+    client = reader("staff")
     assert client.get("/dashboard/conversations/").status_code == 403
     pk = Conversation.objects.first().pk
     assert client.get(f"/dashboard/conversations/{pk}/").status_code == 403
 
 
-def test_the_admin_shows_conversations_and_links_a_message_to_its_conversation(
-    client, django_user_model, two_chats
-):
-    staff(client, django_user_model, "view_message", "view_message_content", "view_conversation")
+def test_the_admin_shows_conversations_and_links_a_message_to_its_conversation(reader, two_chats):
+    client = reader("staff", "view_message", "view_message_content", "view_conversation")
     sky = Conversation.objects.get(turns=3)
     assert "on the dashboard" in client.get("/admin/proxy/conversation/").content.decode()
     detail = client.get(f"/admin/proxy/conversation/{sky.pk}/change/").content.decode()

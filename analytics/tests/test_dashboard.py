@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 from django.apps import apps as django_apps
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 
 pytestmark = pytest.mark.django_db
 
@@ -14,22 +14,14 @@ MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 HOSTILE = '<script>alert("x")</script>'
 
 
-def log_in(client, django_user_model, name, *codenames):
-    user = django_user_model.objects.create_user(name, is_staff=True)
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user, backend=MODEL_BACKEND)
-    return client
+@pytest.fixture
+def analyst(reader):
+    return reader("analyst", "view_message")
 
 
 @pytest.fixture
-def analyst(client, django_user_model):
-    return log_in(client, django_user_model, "analyst", "view_message")
-
-
-@pytest.fixture
-def auditor(client, django_user_model):
-    return log_in(client, django_user_model, "auditor", "view_message", "view_message_content")
+def auditor(reader):
+    return reader("auditor", "view_message", "view_message_content")
 
 
 def test_anonymous_visitors_are_sent_to_the_admin_login(client, write):
@@ -44,9 +36,8 @@ def test_anonymous_visitors_are_sent_to_the_admin_login(client, write):
         assert response["Location"].startswith("/admin/login/?next=/dashboard/")
 
 
-def test_a_user_without_the_read_permission_is_refused(client, django_user_model):
-    log_in(client, django_user_model, "visitor")
-    assert client.get("/dashboard/").status_code == 403
+def test_a_user_without_the_read_permission_is_refused(reader):
+    assert reader("visitor").get("/dashboard/").status_code == 403
 
 
 def test_an_analyst_gets_the_page_without_content(analyst, write):
@@ -102,6 +93,24 @@ def test_a_row_leads_to_the_admin_detail_page(analyst, write):
     assert response.status_code == 302
     assert response["Location"] == f"/admin/proxy/message/{message.pk}/change/"
     assert analyst.get("/dashboard/messages/not-an-id/").status_code == 404
+
+
+PAGES = ("/dashboard/", "/dashboard/conversations/", "/dashboard/compare/", "/dashboard/report/")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_has_the_same_header_with_itself_marked(analyst, path):
+    page = analyst.get(path).content.decode()
+    header = page[page.index('<nav aria-label="Site">') : page.index("</nav>")]
+    for other in PAGES:
+        current = ' aria-current="page"' if other == path else ""
+        assert f'<a href="{other}"{current}>' in header
+    assert header.count("aria-current") == 1
+    assert 'href="/admin/proxy/message/"' in header
+    assert 'href="/analytics/docs"' in header
+    assert ">analyst</span>" in header
+    assert 'action="/admin/logout/"' in header
+    assert "/static/dashboard/common.js" in page
 
 
 @pytest.mark.parametrize(("who", "shown"), [("analyst", False), ("auditor", True)])

@@ -17,7 +17,6 @@ from analytics.models import ApiToken, Feedback
 
 from .conftest import client_for, make_user
 from .test_auth import logged_in
-from .test_dashboard import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -357,10 +356,8 @@ def test_the_readme_recipe_rates_an_openai_sdk_answer_by_its_request_id(server, 
     assert Feedback.objects.get().message.endpoint == "/v1/chat/completions"
 
 
-def test_the_dashboard_form_keeps_the_feedback_filters_and_says_what_is_wrong(
-    client, django_user_model
-):
-    log_in(client, django_user_model, "analyst", "view_message")
+def test_the_dashboard_form_keeps_the_feedback_filters_and_says_what_is_wrong(reader):
+    client = reader("analyst", "view_message")
 
     kept = client.get("/dashboard/", {"has_feedback": "true", "min_score": "0.5"})
     wrong = client.get("/dashboard/", {"min_score": "2"})

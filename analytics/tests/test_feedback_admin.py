@@ -5,7 +5,7 @@ import pytest
 
 from analytics.models import Feedback
 
-from .test_admin import HOSTILE, staff, write
+from .test_admin import HOSTILE, write
 
 pytestmark = pytest.mark.django_db
 
@@ -18,10 +18,8 @@ def rated():
     return message
 
 
-def test_a_message_page_shows_its_feedback_with_comments_for_an_auditor(
-    django_user_model, client, rated
-):
-    auditor = staff(django_user_model, client, "auditor", "view_message", "view_message_content")
+def test_a_message_page_shows_its_feedback_with_comments_for_an_auditor(reader, rated):
+    auditor = reader("auditor", "view_message", "view_message_content")
 
     page = auditor.get(f"/admin/proxy/message/{rated.pk}/change/").content.decode()
 
@@ -35,8 +33,8 @@ def test_a_message_page_shows_its_feedback_with_comments_for_an_auditor(
     assert "In the feedback list" not in section  # no permission to see that list
 
 
-def test_an_analyst_sees_the_ratings_but_not_the_comments(django_user_model, client, rated):
-    analyst = staff(django_user_model, client, "analyst", "view_message", "view_feedback")
+def test_an_analyst_sees_the_ratings_but_not_the_comments(reader, rated):
+    analyst = reader("analyst", "view_message", "view_feedback")
 
     page = analyst.get(f"/admin/proxy/message/{rated.pk}/change/").content.decode()
     listed = analyst.get("/admin/analytics/feedback/").content.decode()
@@ -48,19 +46,17 @@ def test_an_analyst_sees_the_ratings_but_not_the_comments(django_user_model, cli
     assert "Canberra" not in listed
 
 
-def test_a_message_without_feedback_says_how_to_send_some(django_user_model, client):
+def test_a_message_without_feedback_says_how_to_send_some(reader):
     message = write()
-    auditor = staff(django_user_model, client, "auditor", "view_message", "view_message_content")
+    auditor = reader("auditor", "view_message", "view_message_content")
 
     page = auditor.get(f"/admin/proxy/message/{message.pk}/change/").content.decode()
 
     assert f"/analytics/messages/{message.request_id.hex}/feedback" in page
 
 
-def test_the_feedback_list_is_read_and_deleted_never_written(django_user_model, client, rated):
-    admin = staff(
-        django_user_model,
-        client,
+def test_the_feedback_list_is_read_and_deleted_never_written(reader, rated):
+    admin = reader(
         "boss",
         "view_feedback",
         "add_feedback",
@@ -92,11 +88,11 @@ def test_the_feedback_list_is_read_and_deleted_never_written(django_user_model, 
     ("choice", "expected"),
     [("rated", {"good", "poor"}), ("unrated", {"none"}), ("good", {"good"}), ("fair", {"good"})],
 )
-def test_the_message_list_filters_by_feedback(django_user_model, client, choice, expected):
+def test_the_message_list_filters_by_feedback(reader, choice, expected):
     messages = {name: write(prompt=f"prompt {name}") for name in ("good", "poor", "none")}
     Feedback.give(messages["good"], "app", 4)
     Feedback.give(messages["poor"], "app", 1)
-    auditor = staff(django_user_model, client, "auditor", "view_message", "view_message_content")
+    auditor = reader("auditor", "view_message", "view_message_content")
 
     page = auditor.get("/admin/proxy/message/", {"feedback": choice}).content.decode()
 

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.sessions.models import Session
-from django.test import Client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -18,18 +17,17 @@ from proxy import consumers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
-def session_cookie(django_user_model, name, *codenames) -> str:
+@pytest.fixture
+def session_cookie(reader):
     """The session cookie of a logged-in user with these `proxy` permissions."""
-    user = django_user_model.objects.create_user(name, is_staff=True)
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user, backend=MODEL_BACKEND)
-    return f"sessionid={client.cookies['sessionid'].value}"
+
+    def cookie(name, *codenames) -> str:
+        return f"sessionid={reader(name, *codenames).cookies['sessionid'].value}"
+
+    return cookie
 
 
 def row(**overrides) -> dict:
@@ -81,18 +79,18 @@ def test_anonymous_visitors_are_refused(proxy):
     assert listen(proxy, None, [row()]) is None
 
 
-def test_a_user_without_the_read_permission_is_refused(proxy, django_user_model):
-    assert listen(proxy, session_cookie(django_user_model, "nobody"), [row()]) is None
+def test_a_user_without_the_read_permission_is_refused(proxy, session_cookie):
+    assert listen(proxy, session_cookie("nobody"), [row()]) is None
 
 
-def test_a_page_of_another_site_is_refused(proxy, django_user_model):
-    cookie = session_cookie(django_user_model, "analyst", "view_message")
+def test_a_page_of_another_site_is_refused(proxy, session_cookie):
+    cookie = session_cookie("analyst", "view_message")
     assert listen(proxy, cookie, [row()], origin="http://evil.example") is None
     assert listen(proxy, cookie, [row()], origin=None) is None
 
 
-def test_an_analyst_gets_new_messages_without_their_text(proxy, django_user_model):
-    cookie = session_cookie(django_user_model, "analyst", "view_message")
+def test_an_analyst_gets_new_messages_without_their_text(proxy, session_cookie):
+    cookie = session_cookie("analyst", "view_message")
     sent = row(prompt="a private question", error="")
     [received] = listen(proxy, cookie, [sent])
     assert received["type"] == "message"
@@ -103,8 +101,8 @@ def test_an_analyst_gets_new_messages_without_their_text(proxy, django_user_mode
     assert message["prompt"] is None and message["response"] is None and message["error"] is None
 
 
-def test_an_auditor_gets_the_text_in_the_api_shape(proxy, django_user_model):
-    cookie = session_cookie(django_user_model, "auditor", "view_message", "view_message_content")
+def test_an_auditor_gets_the_text_in_the_api_shape(proxy, session_cookie):
+    cookie = session_cookie("auditor", "view_message", "view_message_content")
     sent = row(prompt=HOSTILE)
     [received] = listen(proxy, cookie, [sent])
     message = received["message"]
@@ -113,8 +111,8 @@ def test_an_auditor_gets_the_text_in_the_api_shape(proxy, django_user_model):
     assert message["timestamp"] == "2026-03-02T12:00:00Z"
 
 
-def test_long_text_is_cut_in_the_feed(proxy, django_user_model):
-    cookie = session_cookie(django_user_model, "auditor", "view_message", "view_message_content")
+def test_long_text_is_cut_in_the_feed(proxy, session_cookie):
+    cookie = session_cookie("auditor", "view_message", "view_message_content")
     [received] = listen(proxy, cookie, [row(prompt="x" * 10_000)])
     assert len(received["message"]["prompt"]) == consumers.FEED_TEXT_CHARS + 1
 
@@ -123,8 +121,8 @@ def test_publishing_without_a_running_loop_does_nothing():
     consumers.publish([row()], None)  # a writer before the server started: no error
 
 
-def test_a_message_recorded_through_the_proxy_arrives_on_the_socket(proxy, django_user_model):
-    cookie = session_cookie(django_user_model, "auditor", "view_message", "view_message_content")
+def test_a_message_recorded_through_the_proxy_arrives_on_the_socket(proxy, session_cookie):
+    cookie = session_cookie("auditor", "view_message", "view_message_content")
     url = proxy.url.replace("http://", "ws://") + "/ws/messages/"
     with connect(url, additional_headers={"Cookie": cookie, "Origin": proxy.url}) as socket:
         response = httpx.post(
@@ -154,10 +152,10 @@ def _closed_with(socket) -> int | None:
 
 @pytest.mark.parametrize("withdraw", ["permission", "logout", "deactivate"])
 def test_an_open_socket_closes_once_its_reader_may_no_longer_read(
-    proxy, django_user_model, monkeypatch, withdraw
+    proxy, django_user_model, session_cookie, monkeypatch, withdraw
 ):
     monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
-    cookie = session_cookie(django_user_model, "analyst", "view_message")
+    cookie = session_cookie("analyst", "view_message")
     user = django_user_model.objects.get(username="analyst")
     with _open_feed(proxy, cookie) as socket:
         consumers.publish([row()], proxy.forwarder.loop)
@@ -173,10 +171,10 @@ def test_an_open_socket_closes_once_its_reader_may_no_longer_read(
 
 
 def test_a_withdrawn_content_permission_hides_the_text_on_an_open_socket(
-    proxy, django_user_model, monkeypatch
+    proxy, django_user_model, session_cookie, monkeypatch
 ):
     monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
-    cookie = session_cookie(django_user_model, "auditor", "view_message", "view_message_content")
+    cookie = session_cookie("auditor", "view_message", "view_message_content")
     user = django_user_model.objects.get(username="auditor")
     with _open_feed(proxy, cookie) as socket:
         consumers.publish([row(prompt="first")], proxy.forwarder.loop)

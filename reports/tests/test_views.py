@@ -9,7 +9,6 @@ from datetime import timedelta
 import httpx
 import ollama
 import pytest
-from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from analytics.tests.conftest import PASSWORD, make_user
@@ -20,26 +19,17 @@ from .test_report import failure, llama
 
 pytestmark = pytest.mark.django_db
 
-MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 HOUR = timedelta(hours=1)
 
 
-def log_in(client, django_user_model, name, *codenames):
-    user = django_user_model.objects.create_user(name, is_staff=True)
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client.force_login(user, backend=MODEL_BACKEND)
-    return client
+@pytest.fixture
+def analyst(reader):
+    return reader("analyst", "view_message")
 
 
 @pytest.fixture
-def analyst(client, django_user_model):
-    return log_in(client, django_user_model, "analyst", "view_message")
-
-
-@pytest.fixture
-def auditor(client, django_user_model):
-    return log_in(client, django_user_model, "auditor", "view_message", "view_message_content")
+def auditor(reader):
+    return reader("auditor", "view_message", "view_message_content")
 
 
 @pytest.fixture
@@ -51,13 +41,11 @@ def spike(write):
     )
 
 
-def test_anonymous_visitors_are_sent_to_the_login_and_others_need_the_permission(
-    client, django_user_model
-):
+def test_anonymous_visitors_are_sent_to_the_login_and_others_need_the_permission(client, reader):
     response = client.get("/dashboard/report/?format=csv")
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/?next=/dashboard/report/")
-    log_in(client, django_user_model, "visitor")
+    reader("visitor")
     assert client.get("/dashboard/report/").status_code == 403
     assert client.get("/dashboard/report/?format=csv").status_code == 403
 

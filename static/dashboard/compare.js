@@ -4,77 +4,27 @@
 "use strict";
 
 (function () {
-  const RANGE_SECONDS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
-  const PASSED_ON = [
-    "search", "model", "user", "status", "category", "endpoint",
-    "min_input_tokens", "max_input_tokens", "min_output_tokens", "max_output_tokens",
-    "min_latency", "max_latency", "min_cost", "max_cost", "has_feedback", "min_score",
-  ];
+  const { PALETTE, page, getJson, setStatus, themeCharts, cell } = monitor;
+  const { none, seconds, money, count } = monitor.format;
   const AXES = { speed: "Speed", cost: "Cost", quality: "Quality", reliability: "Reliability" };
-  const PALETTE = ["#2f80ed", "#27ae60", "#f39c12", "#9b59b6", "#e74c3c", "#16a085", "#7f8c8d", "#d35400"];
-
-  const page = new URLSearchParams(location.search);
-
-  function timeRange() {
-    const range = page.get("range") || (page.get("start_time") || page.get("end_time") ? "custom" : "24h");
-    if (range === "custom") return { start: page.get("start_time") || null, end: page.get("end_time") || null };
-    if (range === "all") return { start: null, end: null };
-    const seconds = RANGE_SECONDS[range] || RANGE_SECONDS["24h"];
-    return { start: new Date(Date.now() - seconds * 1000).toISOString(), end: null };
-  }
 
   function apiQuery() {
-    const query = new URLSearchParams();
-    for (const name of PASSED_ON) {
-      if (page.get(name)) query.set(name, page.get(name));
-    }
+    const query = monitor.apiQuery();
     for (const model of page.getAll("models")) query.append("models", model);
-    const { start, end } = timeRange();
-    if (start) query.set("start_time", start);
-    if (end) query.set("end_time", end);
     return query;
   }
 
-  const rangeSelect = document.getElementById("range");
-  rangeSelect.addEventListener("change", () => {
-    document.querySelector(".custom-range").hidden = rangeSelect.value !== "custom";
-  });
-  document.getElementById("filters").addEventListener("submit", (event) => {
-    // Leave empty fields (and the custom times of a relative range) out of the shared URL.
-    event.preventDefault();
-    const query = new URLSearchParams();
-    for (const [name, value] of new FormData(event.target)) {
-      if (!value) continue;
-      if ((name === "start_time" || name === "end_time") && rangeSelect.value !== "custom") continue;
-      query.append(name, value);
-    }
-    for (const name of PASSED_ON) {  // criteria given in the URL, not in the form
-      if (!query.has(name) && page.get(name) && !event.target.elements[name]) query.set(name, page.get(name));
-    }
-    location.assign(`${location.pathname}?${query}`);
-  });
+  monitor.wireFilters();
 
   // --- formatting ----------------------------------------------------------------------------
 
-  const integer = new Intl.NumberFormat();
-  const none = (value) => value === null || value === undefined;
-  const seconds = (value) => (none(value) ? "—" : value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`);
-  const money = (value) => (none(value) ? "—" : `$${value.toFixed(value < 1 ? 4 : 2)}`);
-  const count = (value) => (none(value) ? "—" : integer.format(value));
   const percent = (value) => (none(value) ? "—" : `${(100 * value).toFixed(1)}%`);
   const decimal = (value, digits) => (none(value) ? "—" : value.toFixed(digits));
-
-  function setStatus(text) {
-    document.getElementById("status").textContent = text;
-  }
 
   // --- the radar and the table ---------------------------------------------------------------
 
   function drawRadar(rows) {
-    const style = getComputedStyle(document.body);
-    Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#666";
-    Chart.defaults.borderColor = style.getPropertyValue("--grid").trim() || "#ddd";
-    Chart.defaults.font.family = style.getPropertyValue("font-family");
+    themeCharts();
     const axes = Object.keys(AXES);
     const datasets = rows.map((row, index) => {
       const colour = PALETTE[index % PALETTE.length];
@@ -105,14 +55,6 @@
     ).join("; "));
   }
 
-  function cell(row, text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
-    return td;
-  }
-
   function tableRow(data) {
     const row = document.createElement("tr");
     const name = document.createElement("th");
@@ -141,14 +83,7 @@
   async function load() {
     let data;
     try {
-      const response = await fetch(`/analytics/compare?${apiQuery()}`, {
-        credentials: "same-origin", headers: { Accept: "application/json" } });
-      data = await response.json();
-      if (!response.ok) {
-        const detail = typeof data.detail === "string" ? data.detail
-          : (data.detail || []).map((problem) => problem.msg).join("; ");
-        throw new Error(`${response.status}: ${detail}`);
-      }
+      data = await getJson(`/analytics/compare?${apiQuery()}`);
     } catch (error) {
       setStatus(`Could not load the comparison (${error.message}).`);
       return;

@@ -5,43 +5,21 @@
 "use strict";
 
 (function () {
-  const RANGE_SECONDS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
+  const { PALETTE, page, timeRange, getJson, setStatus, themeCharts, cell } = monitor;
+  const { seconds, money, count } = monitor.format;
   const INTERVAL_SECONDS = { "1m": 60, "5m": 300, "1h": 3600, "1d": 86400, "1w": 604800 };
-  const PASSED_ON = [
-    "search", "model", "user", "status", "category", "endpoint",
-    "min_input_tokens", "max_input_tokens", "min_output_tokens", "max_output_tokens",
-    "min_latency", "max_latency", "min_cost", "max_cost", "has_feedback", "min_score",
-  ];
   const TOP_MODELS = 6;
   const PAGE = 25;
-  const PALETTE = ["#2f80ed", "#27ae60", "#f39c12", "#9b59b6", "#e74c3c", "#16a085", "#7f8c8d"];
+  const OTHER = "#7f8c8d";  // the colour of "other models"
 
-  const page = new URLSearchParams(location.search);
   const content = document.body.dataset.content === "1";
   const charts = {};
   window.dashboardCharts = charts;  // read by the browser tests and handy in a console
 
   // --- the filters ---------------------------------------------------------------------------
 
-  function timeRange() {
-    const range = page.get("range") || (page.get("start_time") || page.get("end_time") ? "custom" : "24h");
-    if (range === "custom") {
-      return { start: page.get("start_time") || null, end: page.get("end_time") || null };
-    }
-    if (range === "all") return { start: null, end: null };
-    const seconds = RANGE_SECONDS[range] || RANGE_SECONDS["24h"];
-    return { start: new Date(Date.now() - seconds * 1000).toISOString(), end: null };
-  }
-
   function apiQuery(extra) {
-    const query = new URLSearchParams();
-    for (const name of PASSED_ON) {
-      const value = page.get(name);
-      if (value) query.set(name, value);
-    }
-    const { start, end } = timeRange();
-    if (start) query.set("start_time", start);
-    if (end) query.set("end_time", end);
+    const query = monitor.apiQuery();
     for (const [name, value] of Object.entries(extra || {})) query.set(name, value);
     return query;
   }
@@ -69,58 +47,14 @@
     location.assign(`${location.pathname}?${next}${anchor || "#messages"}`);
   }
 
-  const rangeSelect = document.getElementById("range");
-  rangeSelect.addEventListener("change", () => {
-    document.querySelector(".custom-range").hidden = rangeSelect.value !== "custom";
-  });
-  document.getElementById("filters").addEventListener("submit", (event) => {
-    // Leave empty fields (and the custom times of a relative range) out of the shared URL.
-    event.preventDefault();
-    const query = new URLSearchParams();
-    for (const [name, value] of new FormData(event.target)) {
-      if (!value) continue;
-      if ((name === "start_time" || name === "end_time") && rangeSelect.value !== "custom") continue;
-      query.set(name, value);
-    }
-    for (const name of PASSED_ON) {  // criteria set by a drill-down, not in the form
-      if (!query.has(name) && page.get(name) && !event.target.elements[name]) query.set(name, page.get(name));
-    }
-    location.assign(`${location.pathname}?${query}`);
-  });
+  monitor.wireFilters();
 
   // --- formatting ----------------------------------------------------------------------------
 
-  const integer = new Intl.NumberFormat();
-  const seconds = (value) => (value === null || value === undefined ? "—"
-    : value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`);
-  const money = (value) => (value === null || value === undefined ? "—" : `$${value.toFixed(value < 1 ? 4 : 2)}`);
-  const count = (value) => (value === null || value === undefined ? "—" : integer.format(value));
   const when = (iso) => new Date(iso).toLocaleString([], {
     month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
-  function setStatus(text) {
-    document.getElementById("status").textContent = text;
-  }
-
-  async function getJson(url) {
-    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
-    if (!response.ok) {
-      let detail = response.statusText;
-      try { detail = (await response.json()).detail || detail; } catch (error) { /* not JSON */ }
-      throw new Error(`${response.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-    }
-    return response.json();
-  }
-
   // --- charts --------------------------------------------------------------------------------
-
-  function themed() {
-    const style = getComputedStyle(document.body);
-    Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#666";
-    Chart.defaults.borderColor = style.getPropertyValue("--grid").trim() || "#ddd";
-    Chart.defaults.font.family = style.getPropertyValue("font-family");
-    Chart.defaults.maintainAspectRatio = false;
-  }
 
   function draw(name, config, onPick) {
     const canvas = document.getElementById(`chart-${name}`);
@@ -164,7 +98,7 @@
     if (shown < overall.total_messages && !page.get("model")) {
       const rest = overall.messages_by_time.map((point, i) =>
         point.messages - datasets.reduce((sum, set) => sum + set.data[i], 0));
-      datasets.push({ label: "other models", data: rest, backgroundColor: PALETTE[PALETTE.length - 1] });
+      datasets.push({ label: "other models", data: rest, backgroundColor: OTHER });
     }
     draw("time", {
       type: "bar",
@@ -237,7 +171,7 @@
       ? `${(100 * errors / data.total_messages).toFixed(1)}%` : "—";
     document.getElementById("total-latency").textContent =
       `${seconds(data.latency_percentiles.p50)} / ${seconds(data.latency_percentiles.p95)}`;
-    themed();
+    themeCharts();
     drawPercentiles(data);
     drawBars("rate", data.tokens_per_second_by_model.filter((row) => row.tokens_per_second !== null),
       (row) => row.model || "(none)", (row) => row.tokens_per_second, (row) => drill({ model: row.model }), "tokens per second");
@@ -253,14 +187,6 @@
 
   const cursors = [null];  // the cursor of each page seen, for "Newer"
   let position = 0;
-
-  function cell(row, text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
-    return td;
-  }
 
   function excerpt(text) {
     if (!content) return "hidden";
