@@ -222,7 +222,8 @@ def _empty_tables() -> None:
     tables = ("proxy_message", "proxy_messagerollup", "proxy_userrollup")
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+            # CASCADE: tables of other apps may refer to messages (empty in this database).
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
         else:
             for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
