@@ -36,7 +36,16 @@ class CsvEncoder:
     # Columns that can hold free text (and so a formula), and the one boolean.
     TEXT_AT = frozenset(
         Message.JSON_FIELDS.index(name)
-        for name in ("endpoint", "model", "user", "prompt", "response", "category", "error")
+        for name in (
+            "endpoint",
+            "model",
+            "user",
+            "prompt",
+            "response",
+            "category",
+            "error",
+            "backend",
+        )
     )
 
     def head(self) -> bytes:

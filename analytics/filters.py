@@ -96,6 +96,7 @@ class MessageFilter(Schema):
     user: Text = None
     endpoint: Text = Field(None, description="e.g. `/api/chat`, `/v1/chat/completions`.")
     category: Text = None
+    backend: Text = Field(None, description="The backend that answered, e.g. `gpu-1:11434`.")
     status: Annotated[Literal["success", "error", "cancelled"] | None, Blank] = None
     start_time: Time = Field(None, description="From this time (included): epoch s or ISO 8601.")
     end_time: Time = Field(None, description="Until this time (included): epoch s or ISO 8601.")
@@ -137,7 +138,7 @@ class MessageFilter(Schema):
         splits it between rollups and messages); `whole`: every match will be read (an
         aggregation), not a newest-first page."""
         queryset = Message.objects.all() if queryset is None else queryset
-        exact = {**self.dimensions(), "user": self.user}
+        exact = {**self.dimensions(), "user": self.user, "backend": self.backend}
         queryset = queryset.filter(
             **{name: value for name, value in exact.items() if value is not None}
         )
@@ -172,14 +173,18 @@ class MessageFilter(Schema):
 
     def needs_message_scan(self) -> bool:
         """Whether a criterion has no rollup column, so aggregations must read messages:
-        search, user, the token, latency and cost ranges, and feedback."""
+        search, user, backend, the token, latency and cost ranges, and feedback."""
         ranges = any(
             getattr(self, f"{bound}_{name}") is not None
             for name in RANGES
             for bound in ("min", "max")
         )
         feedback = self.has_feedback is not None or self.min_score is not None
-        return ranges or feedback or self.search is not None or self.user is not None
+        return (
+            ranges
+            or feedback
+            or any(value is not None for value in (self.search, self.user, self.backend))
+        )
 
     def cache_key(self, *extra) -> str:
         """A stable key for these criteria (and `extra`), for caching derived results."""

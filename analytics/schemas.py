@@ -43,6 +43,7 @@ class MessageOut(Schema):
     category: str
     error: str | None = Field(description=CONTENT_NOTE)
     stream: bool
+    backend: str = Field(description="The backend that answered (hybrid routing); see README.")
 
 
 class MessageDetail(MessageOut):
@@ -173,8 +174,8 @@ class UserFigures(Schema):
 
 class Aggregations(Schema):
     source: str = Field(
-        description="`rollups`, or `messages` when a criterion (search, user, token, latency "
-        "or cost range) forced a scan of the messages."
+        description="`rollups`, or `messages` when a criterion (search, user, backend, token, "
+        "latency or cost range) forced a scan of the messages."
     )
     total_messages: int
     unique_users: int

@@ -376,6 +376,7 @@ class Message(models.Model):
         ("category", "category"),
         ("error", "error"),
         ("stream", "stream"),
+        ("backend", "backend"),
     )
     JSON_FIELDS = tuple(name for name, _ in JSON_COLUMNS)
     # Fields that can hold what a user wrote or a model answered: shown only with the

@@ -79,6 +79,7 @@ def catalogue(write):
             "output_tokens": 300,
             "latency_seconds": 20.0,
             "cost_usd": 2.0,
+            "backend": "gpu-2:11434",
         },
     )
     return dict(zip("abcde", written, strict=True))
@@ -126,6 +127,8 @@ EPOCH_T0 = int(T0.timestamp())
         ({"endpoint": "/api/chat", "min_cost": 1, "category": "summarisation"}, "e"),
         ({"model": "llama3.2", "user": "bob"}, ""),
         ({"model": "no-such-model"}, ""),
+        ({"backend": "gpu-2:11434"}, "e"),
+        ({"backend": "gpu-2:11434", "model": "llama3.2"}, ""),
         ({"model": "", "status": "", "start_time": "", "min_cost": "", "search": ""}, "edcba"),
     ],
 )
@@ -139,7 +142,7 @@ def test_a_message_has_the_seed_json_names_with_seconds_and_its_request_id(api, 
     assert list(row) == [
         "id", "timestamp", "endpoint", "model", "status", "http_status", "user", "client_ip",
         "prompt", "response", "input_tokens", "output_tokens", "latency", "ttft",
-        "tokens_per_second", "cost", "category", "error", "stream",
+        "tokens_per_second", "cost", "category", "error", "stream", "backend",
     ]  # fmt: skip
     assert list(row) == list(Message.JSON_FIELDS)
     assert row["id"] == catalogue["b"].request_id.hex
@@ -302,3 +305,11 @@ def test_the_list_and_the_live_feed_give_a_message_the_same_shape(api, write):
         "2026-03-02T12:09:00Z",
         "2026-03-02T12:00:00.000250Z",
     ]
+
+
+def test_aggregations_by_backend_read_the_messages(api, catalogue):
+    """Rollups have no backend column: a backend criterion counts from the messages."""
+    figures = api.get("/aggregations", params={"backend": "gpu-2:11434"}).json()
+
+    assert figures["source"] == "messages"
+    assert figures["total_messages"] == 1
