@@ -47,7 +47,7 @@ FILTER_NAMES = (
 )
 
 
-def _reader(view):
+def reader_required(view):
     """Logged in (else the admin's login page) and allowed to read messages (else 403)."""
 
     @wraps(view)
@@ -74,7 +74,7 @@ def _chosen(request) -> dict:
     return {"chosen": chosen, "error": error, "time_range": time_range, "ranges": RANGES}
 
 
-@_reader
+@reader_required
 def dashboard(request):
     context = {
         **_chosen(request),
@@ -87,7 +87,7 @@ def dashboard(request):
     return render(request, "dashboard/index.html", context)
 
 
-@_reader
+@reader_required
 def compare(request):
     """Models side by side: the page is a shell filled from /analytics/compare."""
     context = {
@@ -101,7 +101,7 @@ def compare(request):
     return render(request, "dashboard/compare.html", context)
 
 
-@_reader
+@reader_required
 def message(request, message_id: str):
     """A message of the dashboard's table (by its API id) in the admin's detail page."""
     try:
@@ -115,7 +115,7 @@ def message(request, message_id: str):
 CONVERSATIONS_PER_PAGE = 50
 
 
-@_reader
+@reader_required
 def conversations(request):
     """Conversations matching the dashboard's filters, latest activity first (a page of them)."""
     chosen = {name: request.GET.get(name, "").strip() for name in FILTER_NAMES}
@@ -150,7 +150,7 @@ def conversations(request):
     return render(request, "dashboard/conversations.html", context)
 
 
-@_reader
+@reader_required
 def conversation(request, conversation_id: int):
     """One conversation as a thread: its turns in order with their figures, and the totals."""
     found = get_object_or_404(Conversation, pk=conversation_id)

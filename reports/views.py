@@ -10,7 +10,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 
 from analytics.auth import READ_CONTENT
-from analytics.views import _reader as reader_required
+from analytics.views import reader_required
 
 from . import periods, rendering
 from .report import build
