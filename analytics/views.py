@@ -7,6 +7,7 @@ the same filter parameters as in the page's URL, so a view can be shared by its 
 """
 
 import uuid
+from datetime import datetime
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -155,9 +156,12 @@ def conversation(request, conversation_id: int):
     """One conversation as a thread: its turns in order with their figures, and the totals."""
     found = get_object_or_404(Conversation, pk=conversation_id)
     content = request.user.has_perm(READ_CONTENT)
+    turns = threads.turns(found, content=content)
+    for turn in turns:  # shown in the site's time zone, as the list shows them
+        turn["at"] = datetime.fromisoformat(turn["timestamp"])
     context = {
         "conversation": found,
-        "turns": threads.turns(found, content=content),
+        "turns": turns,
         "content": content,
         "max_turns": threads.MAX_TURNS,
     }

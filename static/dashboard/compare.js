@@ -44,7 +44,15 @@
         responsive: true,
         maintainAspectRatio: false,
         animation: false,
-        scales: { r: { min: 0, max: 1, ticks: { stepSize: 0.25, callback: (value) => value.toFixed(2) } } },
+        scales: {
+          r: {
+            min: 0,
+            max: 1,
+            // The 1.00 tick would sit on the top axis's label; the table has the numbers.
+            ticks: { stepSize: 0.25, callback: (value) => (value < 1 ? value.toFixed(2) : "") },
+            pointLabels: { padding: 12 },
+          },
+        },
         plugins: { tooltip: { callbacks: {
           label: (item) => `${item.dataset.label}: ${none(item.raw) ? "no figure" : item.raw.toFixed(2)}`,
         } } },
