@@ -7,7 +7,7 @@ the same filter parameters as in the page's URL, so a view can be shared by its 
 """
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from pydantic import ValidationError
 
 from proxy.models import Conversation, Message, MessageRollup, UserRollup
@@ -35,6 +36,7 @@ RANGES = (
     ("all", "All time"),
     ("custom", "Custom…"),
 )
+RANGE_SECONDS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 FILTER_NAMES = (
     "search",
     "model",
@@ -119,9 +121,17 @@ CONVERSATIONS_PER_PAGE = 50
 @reader_required
 def conversations(request):
     """Conversations matching the dashboard's filters, latest activity first (a page of them)."""
-    chosen = {name: request.GET.get(name, "").strip() for name in FILTER_NAMES}
+    picked = _chosen(request)
+    chosen, time_range = picked["chosen"], picked["time_range"]
+    criteria = {name: value for name, value in chosen.items() if value}
+    if time_range != "custom":  # a relative range ends now, as the dashboard's script reads it
+        criteria.pop("start_time", None)
+        criteria.pop("end_time", None)
+        if time_range in RANGE_SECONDS:
+            since = timezone.now() - timedelta(seconds=RANGE_SECONDS[time_range])
+            criteria["start_time"] = since.isoformat()
     try:
-        filters = MessageFilter(**{name: value for name, value in chosen.items() if value})
+        filters = MessageFilter(**criteria)
     except ValidationError as invalid:
         filters, error = None, "; ".join(problem["msg"] for problem in invalid.errors())
     else:
@@ -135,7 +145,13 @@ def conversations(request):
         threads.matching(filters, start, CONVERSATIONS_PER_PAGE + 1) if filters is not None else []
     )
     query = {name: value for name, value in chosen.items() if value}
+    if time_range != "custom":
+        query.pop("start_time", None)
+        query.pop("end_time", None)
+        if request.GET.get("range"):
+            query = {"range": time_range, **query}
     context = {
+        **picked,
         "chosen": chosen,
         "error": error,
         "conversations": found[:CONVERSATIONS_PER_PAGE],

@@ -1,6 +1,8 @@
 """Conversations in the API (/analytics/conversations), the dashboard and the admin: chats sent
 through the running application with the official client, read back as threads."""
 
+from datetime import timedelta
+
 import httpx
 import ollama
 import pytest
@@ -130,3 +132,25 @@ def test_the_admin_shows_conversations_and_links_a_message_to_its_conversation(r
     message = client.get(f"/admin/proxy/message/{last.pk}/change/").content.decode()
     assert f'href="/admin/proxy/conversation/{sky.pk}/change/"' in message
     assert "Why is the sky blue?" in message  # the whole history, rebuilt
+
+
+def test_the_dashboard_list_takes_the_dashboard_s_time_ranges(reader, two_chats):
+    """By default the last 24 hours, as on the dashboard; `range` and custom times choose."""
+    client = reader("analyst", "view_message")
+    sky = Conversation.objects.get(turns=3)
+    three_days_ago = sky.last_at - timedelta(days=3)
+    Message.objects.filter(conversation=sky).update(timestamp=three_days_ago)
+    Conversation.objects.filter(pk=sky.pk).update(started_at=three_days_ago, last_at=three_days_ago)
+    link = f'href="/dashboard/conversations/{sky.pk}/"'
+
+    def listing(**params) -> str:
+        return client.get("/dashboard/conversations/", params).content.decode()
+
+    assert link not in listing()
+    assert link not in listing(range="24h")
+    assert link in listing(range="7d")
+    assert link in listing(range="all")
+    custom = {"start_time": (three_days_ago - timedelta(hours=1)).isoformat()}
+    assert link in listing(range="custom", **custom)
+    assert link not in listing(range="24h", **custom)  # a relative range ignores custom times
+    assert '<option value="7d" selected>' in listing(range="7d")
