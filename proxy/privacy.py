@@ -22,10 +22,12 @@ import logging
 import re
 import threading
 
+import orjson
 from django.conf import settings
 
 from .masking import Masker
 from .models import MaskingRule
+from .ollama import readable_turns
 from .tablecache import TableCache
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,28 @@ def _model_matches(pattern: str, model: str) -> bool:
 
 def storable(value):
     """`value` with what no database stores replaced by U+FFFD (keys of JSON objects too)."""
+    if isinstance(value, list | dict) and _storable_as_json(value):
+        return value
+    return _replace_unstorable(value)
+
+
+def _storable_as_json(value: list | dict) -> bool:
+    """True when no string inside holds a NUL or a lone surrogate: orjson refuses the surrogates
+    and writes NUL as `\\u0000`, in C, many times faster than walking the value in Python. False
+    also for what orjson cannot write (a non-string key...): then the walk decides."""
+    try:
+        return b"\\u0000" not in orjson.dumps(value)
+    except TypeError:
+        return False
+
+
+def _replace_unstorable(value):
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
     if isinstance(value, list):
-        return [storable(item) for item in value]
+        return [_replace_unstorable(item) for item in value]
     if isinstance(value, dict):
-        return {storable(key): storable(item) for key, item in value.items()}
+        return {_replace_unstorable(key): _replace_unstorable(item) for key, item in value.items()}
     return value
 
 
@@ -100,9 +118,9 @@ def prepare(row: dict, *, read_rules: bool = True) -> bool:
     level = level_for(row.get("endpoint", ""), row.get("model", ""))
     if level == NONE:
         return False
-    for name, value in row.items():
-        if isinstance(value, str | list | dict):
-            row[name] = storable(value)
+    texts = {name: value for name, value in row.items() if isinstance(value, str | list | dict)}
+    if not _storable_as_json(texts):  # one check for the whole row: nearly every row passes
+        row.update((name, storable(value)) for name, value in texts.items())
     if level == METADATA:
         row.update(DROPPED_BY_METADATA)
     try:
@@ -117,16 +135,45 @@ def mask_row(row: dict, masker: Masker | None) -> bool:
     """Mask a row's text and JSON fields in place; True when anything changed."""
     if masker is None:
         return False
+    masked = dict.fromkeys(TEXT_FIELDS + JSON_FIELDS)
+    turns = row.get("messages")
+    if _is_text_of(row.get("prompt"), turns):
+        # A chat's prompt is its messages' text: mask the messages once, and join them again.
+        turns = masker.by_kinds.mask_value(turns)
+        masked["prompt"] = readable_turns(turns)
+        if masker.by_rules is not None:
+            masked["prompt"] = masker.by_rules.mask(masked["prompt"])
+            turns = masker.by_rules.mask_value(turns)
+        masked["messages"] = turns
     changed = False
-    for name in TEXT_FIELDS + JSON_FIELDS:
+    for name in masked:
         value = row.get(name)
         if not value:
             continue
-        masked = masker.mask(value) if isinstance(value, str) else masker.mask_value(value)
-        if masked != value:
-            row[name] = masked
+        if masked[name] is None:
+            masked[name] = (
+                masker.mask(value) if isinstance(value, str) else masker.mask_value(value)
+            )
+        if masked[name] != value:
+            row[name] = masked[name]
             changed = True
     return changed
+
+
+def _is_text_of(prompt, turns) -> bool:
+    """Whether the prompt is `readable_turns` of these chat messages (as `to_fields` makes it
+    from a chat, unless it cut the prompt short), their roles and contents all strings."""
+    if not prompt or not isinstance(turns, list) or not turns:
+        return False
+    for turn in turns:
+        if not (
+            isinstance(turn, dict)
+            and isinstance(turn.get("role", ""), str)
+            and isinstance(turn.get("content", ""), str)
+            and isinstance(turn.get("images") or 0, int)
+        ):
+            return False
+    return prompt == readable_turns(turns)
 
 
 def build_masker(rules) -> Masker | None:
