@@ -5,7 +5,9 @@ exactly one of them) plus, at the two ends, the seconds no whole minute covers, 
 read from the messages (an index range scan of at most a minute each). Criteria that rollups
 have no column for (search, user, token/latency/cost ranges) make the whole aggregation a
 message scan; so does a category or endpoint criterion for the user figures (unique and top
-users), whose rollups are kept per user, model and status only.
+users), whose rollups are kept per user, model and status only. The narrow rollups serve what
+names none of their missing columns: the series per time and status (`SeriesRollup`), the user
+figures per user alone (`UserTotalRollup`).
 
 Percentiles are estimated from the rollups' fixed histogram buckets by linear interpolation
 within the bucket that holds the rank: the true value always lies within that bucket, whose
@@ -31,7 +33,9 @@ from proxy.models import (
     USER_ROLLUP_SUMS,
     Message,
     MessageRollup,
+    SeriesRollup,
     UserRollup,
+    UserTotalRollup,
     json_time,
 )
 
@@ -168,11 +172,20 @@ class Aggregation:
     def source(self) -> str:
         return "messages" if self.scan else "rollups"
 
-    def _grouped(self, keys, sums, resolutions, *, messages=None, rollups=lambda seconds: None):
-        """Sums per group key from rollups and edge messages (or messages alone when a
-        criterion has no rollup column), in one statement. `messages` are SQL expressions for
-        keys that are not message columns, `rollups(resolution)` those over rollup rows of
-        that resolution."""
+    def _grouped(
+        self,
+        keys,
+        sums,
+        resolutions,
+        *,
+        messages=None,
+        rollups=lambda seconds: None,
+        table=MessageRollup,
+    ):
+        """Sums per group key from rollups of `table` and edge messages (or messages alone
+        when a criterion has no rollup column), in one statement. `messages` are SQL
+        expressions for keys that are not message columns, `rollups(resolution)` those over
+        rollup rows of that resolution."""
         start, end = self.filters.start_time, self.filters.end_time
         statement = Sums(keys, sums)
         if self.scan:
@@ -182,7 +195,7 @@ class Aggregation:
         # A part per span: each reads one index range, grouped in index order when it can.
         for sign, seconds, low, high in cut.spans:
             span = (seconds, low, high)
-            statement.rollups(MessageRollup, span, self.dimensions, rollups(seconds), sign=sign)
+            statement.rollups(table, span, self.dimensions, rollups(seconds), sign=sign)
         for sign, edge in cut.edge_messages(self.messages):
             statement.messages(edge, messages, sign=sign)
         return statement.read()
@@ -219,6 +232,8 @@ class Aggregation:
             resolutions,
             messages={"time": time_bucket(epoch_seconds("m.timestamp"), seconds, offset)},
             rollups=rollup_time,
+            # Time and status only, unless a criterion names a column it lacks.
+            table=SeriesRollup if self.dimensions.keys() <= {"status"} else MessageRollup,
         )
         series = {
             moment: {"messages": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0}
@@ -256,9 +271,11 @@ class Aggregation:
         if self.scan or beyond_user_rollups:
             statement.messages(self.messages.between(start, end))
             return statement.read()
-        cut = plan(start, end, UserRollup.RESOLUTIONS)
+        # Per user alone unless a model or status is named.
+        table = UserRollup if self.dimensions else UserTotalRollup
+        cut = plan(start, end, table.RESOLUTIONS)
         for sign, seconds, low, high in cut.spans:
-            statement.rollups(UserRollup, (seconds, low, high), self.dimensions, sign=sign)
+            statement.rollups(table, (seconds, low, high), self.dimensions, sign=sign)
         for sign, edge in cut.edge_messages(self.messages):
             statement.messages(edge, sign=sign)
         return statement.read()

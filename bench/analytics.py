@@ -84,13 +84,13 @@ def child(args) -> None:
 def _empty_tables() -> None:
     from django.db import connection
 
+    tables = ("proxy_message", "proxy_messagerollup", "proxy_userrollup")
+    tables += ("proxy_seriesrollup", "proxy_usertotalrollup")
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(
-                "TRUNCATE proxy_message, proxy_messagerollup, proxy_userrollup RESTART IDENTITY"
-            )
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
         else:
-            for table in ("proxy_message", "proxy_messagerollup", "proxy_userrollup"):
+            for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
             cursor.execute("VACUUM")
 

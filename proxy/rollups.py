@@ -22,12 +22,20 @@ from .models import (
     USER_ROLLUP_SUMS,
     Message,
     MessageRollup,
+    SeriesRollup,
     UserRollup,
+    UserTotalRollup,
     histogram_index,
 )
 
 MESSAGE_KEYS = ("bucket_seconds", "bucket_start", "model", "status", "category", "endpoint")
 USER_KEYS = ("bucket_seconds", "bucket_start", "user", "model", "status")
+SERIES_KEYS = ("bucket_seconds", "bucket_start", "status")
+USER_TOTAL_KEYS = ("bucket_seconds", "bucket_start", "user")
+# The narrow tables' sums (those of a user rollup), taken from the wide ones' increments.
+_SERIES_SUMS_AT = tuple(ROLLUP_SUMS.index(name) for name in USER_ROLLUP_SUMS)
+_SERIES_KEYS_AT = tuple(MESSAGE_KEYS.index(name) for name in SERIES_KEYS)
+_USER_TOTAL_KEYS_AT = tuple(USER_KEYS.index(name) for name in USER_TOTAL_KEYS)
 # Where each histogram starts among a MessageRollup's sums.
 _LATENCY_AT = ROLLUP_SUMS.index("latency_bucket_00")
 _TTFT_AT = ROLLUP_SUMS.index("ttft_bucket_00")
@@ -101,18 +109,48 @@ def sums(rows: Iterable[dict]) -> tuple[dict, dict]:
     return messages, users
 
 
+def narrowed(totals: dict, keys_at: tuple, sums_at: tuple | None = None) -> dict:
+    """The increments of a narrower table: `totals` regrouped by the key values at `keys_at`,
+    the sums at `sums_at` (all of them when None) added up."""
+    result: dict[tuple, list] = {}
+    for key, values in totals.items():
+        narrow = tuple(key[at] for at in keys_at)
+        picked = values if sums_at is None else [values[at] for at in sums_at]
+        total = result.get(narrow)
+        if total is None:
+            result[narrow] = list(picked)
+        else:
+            for index, value in enumerate(picked):
+                total[index] += value
+    return result
+
+
 def add(rows: Iterable[dict]) -> None:
     """Add messages' fields to the rollups; call inside the transaction that inserts them.
 
     One statement per table for the whole batch (each key once in it), in the form of
     `proxy.inserts`: a batch of 64 messages makes ~150 rollup rows, and one upsert statement
-    per row cost 2-3.5 ms of the writer's CPU per batch on PostgreSQL (bench/writer.py).
+    per row cost 2-3.5 ms of the writer's CPU per batch on PostgreSQL (bench/writer.py). The
+    narrow tables' increments are regrouped from the wide ones' rather than summed again from
+    the messages.
     """
     messages, users = sums(rows)
     with connection.cursor() as cursor:
         for model, keys, counters, totals in (
             (MessageRollup, MESSAGE_KEYS, ROLLUP_SUMS, messages),
             (UserRollup, USER_KEYS, USER_ROLLUP_SUMS, users),
+            (
+                SeriesRollup,
+                SERIES_KEYS,
+                USER_ROLLUP_SUMS,
+                narrowed(messages, _SERIES_KEYS_AT, _SERIES_SUMS_AT),
+            ),
+            (
+                UserTotalRollup,
+                USER_TOTAL_KEYS,
+                USER_ROLLUP_SUMS,
+                narrowed(users, _USER_TOTAL_KEYS_AT),
+            ),
         ):
             rollup_rows = [(*key, *values) for key, values in totals.items()]
             for _, (sql, params) in inserts.statements(
@@ -157,7 +195,7 @@ def rebuild(start: datetime | None = None, end: datetime | None = None, batch: i
     last = _day(min(end, found["last"]) if end else found["last"])
     for day in range(first, last + 86400, 86400):
         with transaction.atomic():
-            for model in (MessageRollup, UserRollup):
+            for model in (MessageRollup, UserRollup, SeriesRollup, UserTotalRollup):
                 model.objects.filter(bucket_start__gte=day, bucket_start__lt=day + 86400).delete()
             day_messages = Message.objects.filter(
                 timestamp__gte=datetime.fromtimestamp(day, UTC),

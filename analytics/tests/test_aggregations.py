@@ -13,8 +13,11 @@ from datetime import timedelta
 import ollama
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from analytics.aggregations import EPOCH, MICROSECOND, plan
+from analytics.aggregations import EPOCH, MICROSECOND, Aggregation, plan
+from analytics.filters import MessageFilter
 from analytics.schemas import Aggregations, ModelList
 from proxy.models import Message
 
@@ -90,7 +93,8 @@ WINDOWS = [
 @pytest.mark.parametrize(
     "criteria",
     [
-        {},
+        {},  # series and user figures from the narrow rollups
+        {"status": "error"},  # series from the narrow rollups, user figures from the wide
         {"model": "qwen3"},
         {"model": "qwen3", "status": "cancelled"},  # user figures from rollups too
         {"status": "error", "category": "code"},  # user figures from messages
@@ -353,6 +357,36 @@ def test_the_response_says_whether_rollups_or_messages_were_read(api, write, par
     write({})
 
     assert aggregate(api, **params)["source"] == source
+
+
+ROLLUP_TABLES = {
+    "proxy_messagerollup",
+    "proxy_userrollup",
+    "proxy_seriesrollup",
+    "proxy_usertotalrollup",
+}
+
+
+@pytest.mark.parametrize(
+    ("criteria", "series", "users"),
+    [
+        ({}, "proxy_seriesrollup", "proxy_usertotalrollup"),
+        ({"status": "error"}, "proxy_seriesrollup", "proxy_userrollup"),
+        ({"model": "qwen3"}, "proxy_messagerollup", "proxy_userrollup"),
+        ({"endpoint": "/api/chat"}, "proxy_messagerollup", "proxy_message"),
+    ],
+)
+def test_the_narrow_rollups_are_read_when_the_filter_names_nothing_they_lack(
+    write, criteria, series, users
+):
+    write({})
+    aggregation = Aggregation(MessageFilter(**criteria, start_time=T0 - timedelta(days=2)))
+
+    for read, table in ((lambda: aggregation.by_time("1h"), series), (aggregation.by_user, users)):
+        with CaptureQueriesContext(connection) as queries:
+            read()
+        sql = queries.captured_queries[-1]["sql"]  # the last: the statement of the sums
+        assert {name for name in ROLLUP_TABLES if f'"{name}"' in sql} == ({table} & ROLLUP_TABLES)
 
 
 def test_filters_forcing_a_scan_give_their_own_figures(api, write):

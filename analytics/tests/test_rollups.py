@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.db.models import Sum
 
-from proxy.models import Message, MessageRollup, UserRollup
+from proxy.models import Message, MessageRollup, SeriesRollup, UserRollup, UserTotalRollup
 from proxy.recorder import Recorder
 from proxy.tests.test_recorder import database_locked
 
@@ -37,6 +37,8 @@ def test_every_message_through_the_proxy_is_counted_once_at_each_resolution(serv
     assert Message.objects.count() == 6
     assert rolled_up() == {60: 6, 3600: 6, 86400: 6}
     assert rolled_up(UserRollup) == {3600: 6, 86400: 6}
+    assert rolled_up(SeriesRollup) == {60: 6, 3600: 6, 86400: 6}
+    assert rolled_up(UserTotalRollup) == {3600: 6, 86400: 6}
     tokens = Message.objects.aggregate(total=Sum("output_tokens"))["total"]
     assert (
         MessageRollup.objects.filter(bucket_seconds=60).aggregate(total=Sum("output_tokens"))[
@@ -77,8 +79,8 @@ def test_a_replay_that_repeats_written_rows_counts_only_the_new_ones(proxy_setti
 def test_rebuild_rollups_restores_them_from_the_messages(api, write):
     write(*({"user": f"u{i % 3}", "timestamp": message_fields()["timestamp"]} for i in range(9)))
     before = api.get("/aggregations", params={"interval": "1m"}).json()
-    MessageRollup.objects.all().delete()
-    UserRollup.objects.all().delete()
+    for rollup in (MessageRollup, UserRollup, SeriesRollup, UserTotalRollup):
+        rollup.objects.all().delete()
     assert api.get("/aggregations").json()["total_messages"] == 0
 
     call_command("rebuild_rollups")

@@ -12,7 +12,9 @@ from proxy.models import (
     USER_ROLLUP_SUMS,
     Message,
     MessageRollup,
+    SeriesRollup,
     UserRollup,
+    UserTotalRollup,
 )
 
 from .conftest import T0
@@ -75,6 +77,29 @@ def test_user_sums_are_the_sums_of_the_user_rollups(write):
 
     assert rounded(from_messages.read()) == rounded(from_rollups.read())
     assert from_messages.read()[("bob",)]["cost_usd"] == 0
+
+
+@pytest.mark.parametrize(
+    ("rollup", "keys", "seconds"),
+    [
+        (SeriesRollup, ("time", "status"), 60),
+        (SeriesRollup, ("time", "status"), 3600),
+        (UserTotalRollup, ("user",), 3600),
+        (UserTotalRollup, ("user",), 86400),
+    ],
+)
+def test_the_narrow_rollups_sum_what_the_messages_do(write, rollup, keys, seconds):
+    write(*awkward_messages(), {"user": "bob", "input_tokens": None, "cost_usd": None})
+    time = {"time": time_bucket(epoch_seconds("m.timestamp"), seconds)}
+
+    from_messages = Sums(keys, USER_ROLLUP_SUMS)
+    from_messages.messages(Message.objects.all(), time)
+    from_rollups = Sums(keys, USER_ROLLUP_SUMS)
+    from_rollups.rollups(rollup, (seconds, None, None), {}, {"time": "bucket_start"})
+
+    expected = from_messages.read()
+    assert len(expected) > 1
+    assert rounded(from_rollups.read()) == rounded(expected)
 
 
 def test_one_statement_adds_up_its_sources_by_key(write):

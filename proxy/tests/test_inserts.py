@@ -1,6 +1,7 @@
 """The writer's own insert statements (proxy.inserts): messages stored exactly as the ORM stores
 them, conflicts skipped on replay, found by search, and rollups that agree with a rebuild."""
 
+import importlib
 import io
 import sqlite3
 import uuid
@@ -8,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connection, migrations, transaction
 
 from proxy import inserts, rollups
-from proxy.models import Message, MessageRollup, UserRollup
+from proxy.models import Message, MessageRollup, SeriesRollup, UserRollup, UserTotalRollup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -175,12 +176,15 @@ def rollup_tables() -> dict:
         for model, keys, counters in (
             (MessageRollup, rollups.MESSAGE_KEYS, rollups.ROLLUP_SUMS),
             (UserRollup, rollups.USER_KEYS, rollups.USER_ROLLUP_SUMS),
+            (SeriesRollup, rollups.SERIES_KEYS, rollups.USER_ROLLUP_SUMS),
+            (UserTotalRollup, rollups.USER_TOTAL_KEYS, rollups.USER_ROLLUP_SUMS),
         )
     }
 
 
-def test_rollups_added_batch_by_batch_equal_a_rebuild_from_the_messages():
-    rows = [
+def varied_rows() -> list[dict]:
+    """300 messages across minutes and hours, with every kind of missing value."""
+    return [
         full_row(
             number * 17,  # across minutes and hours
             model=("llama3.2", "qwen3", "")[number % 3],
@@ -196,8 +200,15 @@ def test_rollups_added_batch_by_batch_equal_a_rebuild_from_the_messages():
         )
         for number in range(300)
     ]
+
+
+def write_in_batches(rows: list[dict]) -> None:
     for start in range(0, len(rows), 64):
         write(rows[start : start + 64])
+
+
+def test_rollups_added_batch_by_batch_equal_a_rebuild_from_the_messages():
+    write_in_batches(varied_rows())
     added = rollup_tables()
 
     call_command("rebuild_rollups", stdout=io.StringIO())
@@ -206,3 +217,21 @@ def test_rollups_added_batch_by_batch_equal_a_rebuild_from_the_messages():
     for name, rows in added.items():  # sums of floats in another order: to the last digits
         assert [(key, pytest.approx(sums, rel=1e-12)) for key, sums in rows] == rebuilt[name]
     assert sum(sums[0] for key, sums in added["MessageRollup"] if key[0] == 86400) == 300
+    assert sum(sums[0] for key, sums in added["UserTotalRollup"] if key[0] == 3600) == 300
+
+
+def test_the_migration_fills_the_narrow_rollups_from_the_wide_ones():
+    write_in_batches(varied_rows())
+    added = rollup_tables()
+    SeriesRollup.objects.all().delete()
+    UserTotalRollup.objects.all().delete()
+    migration = importlib.import_module("proxy.migrations.0011_series_rollups").Migration
+
+    with connection.cursor() as cursor:
+        for operation in migration.operations:
+            if isinstance(operation, migrations.RunSQL):
+                cursor.execute(operation.sql)
+
+    filled = rollup_tables()
+    for name in ("SeriesRollup", "UserTotalRollup"):
+        assert [(key, pytest.approx(sums, rel=1e-12)) for key, sums in added[name]] == filled[name]
