@@ -563,7 +563,24 @@ for _name in LATENCY_BUCKETS + TTFT_BUCKETS:
     MessageRollup.add_to_class(_name, _counter())
 
 
-class UserRollup(models.Model):
+class BucketTotals(models.Model):
+    """A time bucket's message count, token sums and cost: what every narrow rollup keeps
+    (`UserRollup`, `SeriesRollup`, `UserTotalRollup`), each under its own key."""
+
+    bucket_seconds = models.PositiveIntegerField()
+    bucket_start = models.BigIntegerField()
+    messages = _counter()
+    input_tokens = _counter()
+    output_tokens = _counter()
+    cost_usd = models.FloatField(default=0.0)
+
+    objects = RollupQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class UserRollup(BucketTotals):
     """Sums of the messages of one user, model and status per hour and per day (unique and
     top users).
 
@@ -573,17 +590,9 @@ class UserRollup(models.Model):
 
     RESOLUTIONS = (3600, 86400)
 
-    bucket_seconds = models.PositiveIntegerField()
-    bucket_start = models.BigIntegerField()
     user = models.CharField(max_length=255, blank=True)
     model = models.CharField(max_length=255, blank=True)
     status = models.CharField(max_length=16, default="")
-    messages = _counter()
-    input_tokens = _counter()
-    output_tokens = _counter()
-    cost_usd = models.FloatField(default=0.0)
-
-    objects = RollupQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -632,7 +641,7 @@ class UserRollup(models.Model):
         return f"{self.user} {self.model} {self.bucket_seconds}s at {self.bucket_start}"
 
 
-class SeriesRollup(models.Model):
+class SeriesRollup(BucketTotals):
     """Sums of the messages of one time bucket and status: the `messages_by_time` series of a
     filter that names no model, category or endpoint (DESIGN.md §4).
 
@@ -643,15 +652,7 @@ class SeriesRollup(models.Model):
 
     RESOLUTIONS = MessageRollup.RESOLUTIONS
 
-    bucket_seconds = models.PositiveIntegerField()
-    bucket_start = models.BigIntegerField()
     status = models.CharField(max_length=16)
-    messages = _counter()
-    input_tokens = _counter()
-    output_tokens = _counter()
-    cost_usd = models.FloatField(default=0.0)
-
-    objects = RollupQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -665,22 +666,14 @@ class SeriesRollup(models.Model):
         return f"{self.status} {self.bucket_seconds}s at {self.bucket_start}"
 
 
-class UserTotalRollup(models.Model):
+class UserTotalRollup(BucketTotals):
     """Sums of the messages of one user per hour and per day, over every model and status:
     unique and top users of a filter that names none of them (~15k day rows for 30 days at
     1M messages against ~100k of `UserRollup`)."""
 
     RESOLUTIONS = UserRollup.RESOLUTIONS
 
-    bucket_seconds = models.PositiveIntegerField()
-    bucket_start = models.BigIntegerField()
     user = models.CharField(max_length=255, blank=True)
-    messages = _counter()
-    input_tokens = _counter()
-    output_tokens = _counter()
-    cost_usd = models.FloatField(default=0.0)
-
-    objects = RollupQuerySet.as_manager()
 
     class Meta:
         constraints = [
