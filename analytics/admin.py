@@ -615,20 +615,7 @@ class ConversationAdmin(admin.ModelAdmin):
     sortable_by = ("last_at", "turns")
     show_full_result_count = False
     paginator = BoundedCountPaginator
-    readonly_fields = (
-        "external_id",
-        "user",
-        "model",
-        "started_at",
-        "last_at",
-        "turns",
-        "errors",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "latency_seconds",
-        "thread",
-    )
+    readonly_fields = ("external_id", "user", *conversations.TOTALS, "thread")
     fields = readonly_fields
     inlines = (ConversationMessages,)
 

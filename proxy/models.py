@@ -182,6 +182,16 @@ class MessageQuerySet(models.QuerySet):
             queryset = queryset.filter(**{f"{field}__lte": high})
         return queryset
 
+    def in_batches(self, *fields: str, size: int):
+        """Lists of up to `size` rows (`id` and `fields`), walked by id: no cursor stays open
+        between two lists, so the caller may write (update, rebuild) in between."""
+        names = tuple(dict.fromkeys(("id", *fields)))
+        ordered = self.order_by("id")
+        after = 0
+        while rows := list(ordered.filter(id__gt=after).values(*names)[:size]):
+            yield rows
+            after = rows[-1]["id"]
+
     def newest_first(self):
         """The order of every list and export; served by `message_recent_idx`."""
         return self.order_by("-timestamp", "-id")

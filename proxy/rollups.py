@@ -200,14 +200,9 @@ def rebuild(start: datetime | None = None, end: datetime | None = None, batch: i
             day_messages = Message.objects.filter(
                 timestamp__gte=datetime.fromtimestamp(day, UTC),
                 timestamp__lt=datetime.fromtimestamp(day + 86400, UTC),
-            ).order_by("id")
-            after = 0
-            while True:
-                rows = list(day_messages.filter(id__gt=after).values("id", *FIELDS)[:batch])
-                if not rows:
-                    break
+            )
+            for rows in day_messages.in_batches(*FIELDS, size=batch):
                 add(rows)
-                after = rows[-1]["id"]
         yield day
 
 

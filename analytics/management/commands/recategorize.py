@@ -27,13 +27,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, since, until, batch, **options):
         book = categories.Rulebook(list(CategoryRule.objects.order_by("priority", "id")))
-        messages = Message.objects.between(since, until).order_by("id")
-        changed, kept, first, last, after = 0, 0, None, None, 0
-        while True:
-            rows = list(messages.filter(id__gt=after).values(*FIELDS)[:batch])
-            if not rows:
-                break
-            after = rows[-1]["id"]
+        messages = Message.objects.between(since, until)
+        changed, kept, first, last = 0, 0, None, None
+        for rows in messages.in_batches(*FIELDS, size=batch):
             updates = []
             for row in rows:
                 if not options["all"] and row["category"] not in book.derivable:

@@ -21,13 +21,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, since, until, batch, **options):
         book = costs.PriceBook(list(ModelPrice.objects.all()))
-        messages = Message.objects.between(since, until).order_by("id")
-        changed, first, last, after = 0, None, None, 0
-        while True:
-            rows = list(messages.filter(id__gt=after).values(*FIELDS, *DURATIONS)[:batch])
-            if not rows:
-                break
-            after = rows[-1]["id"]
+        messages = Message.objects.between(since, until)
+        changed, first, last = 0, None, None
+        for rows in messages.in_batches(*FIELDS, *DURATIONS, size=batch):
             updates = []
             for row in rows:
                 cost = book.cost_usd(row)

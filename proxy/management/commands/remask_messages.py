@@ -30,16 +30,7 @@ class Command(BaseCommand):
             self.stdout.write("Masking is off (PII_MASK empty, no masking rules): nothing to do.")
             return
         seen = changed = 0
-        after = 0
-        while True:
-            rows = list(
-                Message.objects.filter(id__gt=after)
-                .order_by("id")
-                .values("id", *FIELDS)[:batch_size]
-            )
-            if not rows:
-                break
-            after = rows[-1]["id"]
+        for rows in Message.objects.in_batches(*FIELDS, size=batch_size):
             seen += len(rows)
             updates = [row for row in rows if privacy.mask_row(row, masker)]
             if updates:
