@@ -4,6 +4,7 @@ import os
 import shutil
 import threading
 
+import httpx
 import pytest
 from django.contrib.auth.models import Permission
 
@@ -74,6 +75,31 @@ def reader(client, django_user_model):
         return client
 
     return log_in
+
+
+@pytest.fixture
+def exports(django_user_model):
+    """`exports(url)`: what `/analytics/export` of the server at `url` gives an auditor (a
+    user who may read content), as text per format (csv, json, jsonl); each answered 200."""
+    from analytics.models import ApiToken
+
+    def export_all(url: str) -> dict[str, str]:
+        auditor = django_user_model.objects.create_user("export-auditor")
+        for codename in ("view_message", "view_message_content"):
+            auditor.user_permissions.add(Permission.objects.get(codename=codename))
+        _, token = ApiToken.issue(auditor, "export")
+        texts = {}
+        for export_format in ("csv", "json", "jsonl"):
+            exported = httpx.get(
+                f"{url}/analytics/export",
+                params={"format": export_format},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert exported.status_code == 200
+            texts[export_format] = exported.text
+        return texts
+
+    return export_all
 
 
 @pytest.fixture
