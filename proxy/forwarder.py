@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator
 from time import perf_counter
+from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
 from yarl import URL
 
-from . import access, metrics, ollama, translate
+from . import access, http1, metrics, ollama, translate
 from .backends import Registry, Route, Upstream
 from .exchange import Exchange
 from .recorder import Recorder
@@ -57,6 +59,10 @@ DROPPED_RESPONSE_HEADERS = frozenset(
 )
 
 
+# What a relay to an upstream can raise; either client's.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, http1.UpstreamError)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -80,6 +86,7 @@ class Forwarder:
 
     def __init__(self):
         self.session: aiohttp.ClientSession | None = None
+        self.client: http1.Client | None = None
         self.recorder: Recorder | None = None
         self.access: access.Gate | None = None
         self.backends: Registry | None = None
@@ -95,6 +102,10 @@ class Forwarder:
         self.allow_any_origin = "*" in settings.PROXY_CORS_ORIGINS
         self.origin_allowed = origin_matcher(OLLAMA_ORIGINS + settings.PROXY_CORS_ORIGINS)
         self.session = ollama.open_session()
+        self.client = http1.Client(
+            connect_timeout=settings.PROXY_CONNECT_TIMEOUT,
+            idle_timeout=settings.PROXY_IDLE_TIMEOUT,
+        )
         self.recorder = Recorder()
         self.recorder.start()
         self.access = access.Gate()
@@ -114,6 +125,8 @@ class Forwarder:
             await self.access.stop()
         if self.recorder is not None:
             await self.recorder.stop()
+        if self.client is not None:
+            await self.client.close()
         if self.session is not None:
             await self.session.close()
 
@@ -259,15 +272,23 @@ class Forwarder:
     ) -> bool:
         """One backend's turn: False to try the next (it could not be reached, or was busy),
         True once the client has its answer or an error."""
+        plain = None
+        if translator is None and method != "HEAD" and not isinstance(data, AsyncIterator):
+            plain = _plain(upstream.url)
         try:
-            response = await self.session.request(
-                method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=data or None,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, TimeoutError) as error:
+            if plain is not None:  # the common case: an Ollama over plain HTTP
+                host, port, prefix = plain
+                target = prefix + url[len(upstream.url) :]
+                response = await self.client.request(method, host, port, target, headers, data)
+            else:
+                response = await self.session.request(
+                    method,
+                    URL(url, encoded=True),
+                    headers=headers,
+                    data=data or None,
+                    allow_redirects=False,
+                )
+        except UPSTREAM_ERRORS as error:
             status, message, kind = ollama.describe_upstream_error(error, upstream.described())
             metrics.UPSTREAM_ERRORS.labels(kind).inc()
             if ollama.is_connect_failure(error):
@@ -311,7 +332,7 @@ class Forwarder:
                 async for chunk in response.content.iter_any():
                     keep(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (aiohttp.ClientError, TimeoutError) as error:
+            except UPSTREAM_ERRORS as error:
                 # Headers are out, so the status can't change: record the failure and cut the
                 # connection, so the client sees a broken stream rather than a complete one.
                 _status, exchange.error, kind = ollama.describe_upstream_error(
@@ -360,7 +381,7 @@ class Forwarder:
                     if out:
                         keep(out)
                         await send({"type": "http.response.body", "body": out, "more_body": True})
-            except (aiohttp.ClientError, TimeoutError) as error:
+            except UPSTREAM_ERRORS as error:
                 _status, exchange.error, kind = ollama.describe_upstream_error(
                     error, upstream.described()
                 )
@@ -393,6 +414,24 @@ class Forwarder:
         exchange.keep(body)
         await _respond(send, status, body, [content_type, *extra_headers])
         exchange.finished = perf_counter()
+
+
+_PLAIN: dict[str, tuple[str, int, str] | None] = {}
+
+
+def _plain(base_url: str) -> tuple[str, int, str] | None:
+    """Host, port and path prefix of a plain-HTTP upstream, for the lean client; None for
+    HTTPS (aiohttp's TLS stays in charge there)."""
+    try:
+        return _PLAIN[base_url]
+    except KeyError:
+        pass
+    parts = urlsplit(base_url)
+    plain = None
+    if parts.scheme == "http" and parts.hostname:
+        plain = (parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+    _PLAIN[base_url] = plain
+    return plain
 
 
 def _translated_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -17,6 +17,8 @@ import aiohttp
 import orjson
 from django.conf import settings
 
+from . import http1
+
 # Routes that run a model: each request on them becomes a Message. The value is the operation.
 MODEL_ROUTES = {
     "/api/generate": "generate",
@@ -89,7 +91,7 @@ def open_session() -> aiohttp.ClientSession:
 def describe_upstream_error(error: BaseException, upstream: str) -> tuple[int, str, str]:
     """HTTP status, message for the client and error kind for a failure to reach an upstream
     (`upstream` says which, e.g. "Ollama at http://127.0.0.1:11434"; never a credential)."""
-    if isinstance(error, aiohttp.ClientConnectorError):
+    if isinstance(error, aiohttp.ClientConnectorError | http1.ConnectFailed):
         return 502, f"could not connect to {upstream}: {error.os_error}", "connect"
     if isinstance(error, TimeoutError):
         idle = settings.PROXY_IDLE_TIMEOUT
@@ -99,7 +101,7 @@ def describe_upstream_error(error: BaseException, upstream: str) -> tuple[int, s
 
 def is_connect_failure(error: BaseException) -> bool:
     """The request never reached the upstream (so another one may be tried)."""
-    return isinstance(error, aiohttp.ClientConnectorError)
+    return isinstance(error, aiohttp.ClientConnectorError | http1.ConnectFailed)
 
 
 # --- Reading requests -----------------------------------------------------------------------
