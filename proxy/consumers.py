@@ -14,7 +14,7 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.contrib.auth import get_user_model
 
 from .models import Message
@@ -107,7 +107,7 @@ def publish(rows: list[dict], loop: asyncio.AbstractEventLoop | None) -> None:
         return
     try:
         layer = get_channel_layer()
-        if layer is None:
+        if layer is None or not _may_have_listeners(layer):
             return
         messages = [feed_json(row) for row in rows]
         for start in range(0, len(messages), EVENT_MESSAGES):
@@ -115,6 +115,15 @@ def publish(rows: list[dict], loop: asyncio.AbstractEventLoop | None) -> None:
             asyncio.run_coroutine_threadsafe(_send(layer, event), loop)
     except Exception:
         log.exception("live feed: could not publish %d messages", len(rows))
+
+
+def _may_have_listeners(layer) -> bool:
+    """False when no dashboard watches the feed: the in-memory layer (one worker) knows its
+    group, so the writer skips building events nobody reads (~20 us a message). A shared
+    layer (Redis) may have listeners on other workers: always published to."""
+    if isinstance(layer, InMemoryChannelLayer):
+        return bool(layer.groups.get(GROUP))
+    return True
 
 
 _failing = False

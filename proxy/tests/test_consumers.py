@@ -121,6 +121,18 @@ def test_publishing_without_a_running_loop_does_nothing():
     consumers.publish([row()], None)  # a writer before the server started: no error
 
 
+def test_no_event_is_built_while_nobody_listens(proxy, session_cookie, monkeypatch):
+    """With the in-memory layer the writer skips the feed when no socket is open, and builds
+    it again as soon as one is."""
+    built = []
+    feed_json = consumers.feed_json
+    monkeypatch.setattr(consumers, "feed_json", lambda row: built.append(row) or feed_json(row))
+    consumers.publish([row()], proxy.forwarder.loop)
+    assert built == []
+    assert listen(proxy, session_cookie("analyst", "view_message"), [row()]) is not None
+    assert len(built) == 1
+
+
 def test_a_message_recorded_through_the_proxy_arrives_on_the_socket(proxy, session_cookie):
     cookie = session_cookie("auditor", "view_message", "view_message_content")
     url = proxy.url.replace("http://", "ws://") + "/ws/messages/"
