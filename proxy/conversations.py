@@ -42,7 +42,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Q
 
-from . import ollama
+from . import inserts, ollama
 from .models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -409,11 +409,29 @@ def _save(batch) -> None:
 
 
 def _create(threads: list[_Thread]) -> None:
-    created = Conversation.objects.bulk_create(
-        [Conversation(user=thread.user, **_totals(thread.rows)) for thread in threads]
-    )
-    for thread, conversation in zip(threads, created, strict=True):
-        thread.pk = conversation.pk
+    """Insert the batch's new conversations in one statement (`bulk_create` compiled every
+    value through the ORM: a quarter of the writer's time on a stream of one-turn chats) and
+    give each thread its id. A statement's ids ascend in the order of its rows (SQLite holds
+    the write lock, PostgreSQL draws them from the sequence row by row), so sorted they pair
+    with the threads even when another worker inserts at the same time."""
+    if not threads:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    values = []
+    for thread in threads:
+        sums = _totals(thread.rows)
+        totals = (adapt(sums[name]) if name.endswith("_at") else sums[name] for name in TOTALS)
+        values.append([thread.user, "", *totals])
+    tail = f" RETURNING {connection.ops.quote_name('id')}"
+    columns = ("user", "external_id", *TOTALS)
+    with connection.cursor() as cursor:
+        for chunk, (sql, params) in inserts.statements(
+            Conversation._meta.db_table, columns, values, threads, tail=tail
+        ):
+            cursor.execute(sql, params)
+            ids = sorted(pk for (pk,) in cursor.fetchall())
+            for thread, pk in zip(chunk, ids, strict=True):
+                thread.pk = pk
 
 
 def _totals(rows: list[dict]) -> dict:
