@@ -267,30 +267,37 @@ def _error_message(error: Any) -> str:
     return str(error)
 
 
-def _read_native(info: ResponseInfo, obj: dict) -> None:
-    """One Ollama object: a stream line or a whole non-streamed reply."""
+def _read_native(info: ResponseInfo, obj: dict, texts: list, thoughts: list) -> None:
+    """One Ollama object: a stream line or a whole non-streamed reply. Text pieces go to
+    `texts` and `thoughts`, joined once at the end (`+=` on an attribute copies the whole
+    text at every line)."""
     if "error" in obj:
         info.error = _error_message(obj["error"])
         return
     message = obj.get("message")
-    if isinstance(message, dict):
-        info.text += message.get("content") or ""
-        info.thinking += message.get("thinking") or ""
-        info.tool_calls.extend(message.get("tool_calls") or [])
-    else:
-        info.text += obj.get("response") or ""
-        info.thinking += obj.get("thinking") or ""
-        info.tool_calls.extend(obj.get("tool_calls") or [])
+    source = message if isinstance(message, dict) else obj
+    piece = source.get("content" if source is message else "response")
+    if piece:
+        texts.append(piece)
+    piece = source.get("thinking")
+    if piece:
+        thoughts.append(piece)
+    calls = source.get("tool_calls")
+    if calls:
+        info.tool_calls.extend(calls)
     if obj.get("done"):
         info.done = True
         info.done_reason = obj.get("done_reason") or ""
+    for key in _NATIVE_DURATIONS:
+        if key in obj:
+            setattr(info, f"{key}_seconds", _seconds(obj[key]))
     if "prompt_eval_count" in obj:
         info.input_tokens = obj["prompt_eval_count"]
     if "eval_count" in obj:
         info.output_tokens = obj["eval_count"]
-    for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
-        if key in obj:
-            setattr(info, f"{key}_seconds", _seconds(obj[key]))
+
+
+_NATIVE_DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
 
 def _merge_tool_call_delta(calls: list, delta: dict) -> None:
@@ -306,15 +313,19 @@ def _merge_tool_call_delta(calls: list, delta: dict) -> None:
     call["function"]["arguments"] += function.get("arguments") or ""
 
 
-def _read_openai(info: ResponseInfo, obj: dict, streamed: bool) -> None:
+def _read_openai(info: ResponseInfo, obj: dict, streamed: bool, texts: list, thoughts: list):
     """One OpenAI-compatible object: an SSE chunk or a whole reply."""
     if obj.get("error"):
         info.error = _error_message(obj["error"])
         return
     for choice in obj.get("choices") or []:
         part = choice.get("delta" if streamed else "message") or {}
-        info.text += part.get("content") or choice.get("text") or ""
-        info.thinking += part.get("reasoning") or ""
+        piece = part.get("content") or choice.get("text")
+        if piece:
+            texts.append(piece)
+        piece = part.get("reasoning")
+        if piece:
+            thoughts.append(piece)
         if streamed:
             for delta in part.get("tool_calls") or []:
                 _merge_tool_call_delta(info.tool_calls, delta)
@@ -341,17 +352,23 @@ def _loads(data: bytes):
         return json.loads(data)
 
 
-def _json_objects(lines: list[bytes]):
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = _loads(line)
-        except ValueError:
-            continue  # a line cut by the retention cap, or not JSON at all
-        if isinstance(obj, dict):
-            yield obj
+def _json_objects(lines: list[bytes]) -> list[dict]:
+    """The JSON objects among stream lines (or SSE data), skipping what is not one. The lines
+    are parsed as one array first (a single orjson call: 100 lines in a fraction of the time
+    of 100 calls); only a reply with a bad line is read line by line."""
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return []
+    try:
+        parsed = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError:
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(_loads(line))
+            except ValueError:
+                continue  # a line cut by the retention cap, or not JSON at all
+    return [obj for obj in parsed if isinstance(obj, dict)]
 
 
 def parse_response(path: str, content_type: str, body: bytes) -> ResponseInfo:
@@ -359,23 +376,28 @@ def parse_response(path: str, content_type: str, body: bytes) -> ResponseInfo:
     info = ResponseInfo()
     if not body:
         return info
-    openai = path.startswith("/v1/")
+    texts: list[str] = []
+    thoughts: list[str] = []
     if "text/event-stream" in content_type:
         frames = [
             line[5:]
             for line in body.split(b"\n")
             if line.startswith(b"data:") and b"[DONE]" not in line
         ]
-        for obj in _json_objects(frames):
-            info.chunks += 1
-            _read_openai(info, obj, streamed=True)
-        return info
-    for obj in _json_objects(body.split(b"\n")):
-        info.chunks += 1
-        if openai:
-            _read_openai(info, obj, streamed=False)
+        objects = _json_objects(frames)
+        for obj in objects:
+            _read_openai(info, obj, True, texts, thoughts)
+    else:
+        objects = _json_objects(body.split(b"\n"))
+        if path.startswith("/v1/"):
+            for obj in objects:
+                _read_openai(info, obj, False, texts, thoughts)
         else:
-            _read_native(info, obj)
+            for obj in objects:
+                _read_native(info, obj, texts, thoughts)
+    info.chunks = len(objects)
+    info.text = "".join(texts)
+    info.thinking = "".join(thoughts)
     return info
 
 

@@ -23,6 +23,18 @@ def test_it_reads_text_tokens_and_durations_from_a_native_chat_stream():
     assert info.load_duration_seconds == 0.041295167
 
 
+def test_a_stream_with_a_bad_line_is_read_line_by_line():
+    """A line cut short (the retention cap) or not JSON spoils the one-array parse: the
+    other lines are still read, and a value JSON allows but orjson refuses (NaN) too."""
+    lines = CHAT_STREAM.split(b"\n")
+    body = b"\n".join([lines[0], b'{"model":"llama3.2","mess', b"not json", lines[1], lines[2]])
+    info = ollama.parse_response("/api/chat", "application/x-ndjson", body)
+    assert info.text == "The sky" and info.chunks == 3
+    assert (info.input_tokens, info.output_tokens) == (169, 2)
+    body = b'{"response":"a","done":false,"x":NaN}\n{"response":"b","done":true}\n'
+    assert ollama.parse_response("/api/generate", "application/x-ndjson", body).text == "ab"
+
+
 def test_it_keeps_thinking_and_tool_calls_found_in_the_final_chunk():
     body = (
         b'{"model":"qwen3","message":{"role":"assistant","content":"","thinking":"Let me"},'
