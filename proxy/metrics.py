@@ -229,6 +229,9 @@ class ExchangeMetrics:
         self.genai = settings.METRICS_GENAI
         self.size_every = settings.METRICS_DATABASE_SIZE_SECONDS
         self.size_due = 0.0
+        # The labelled series per label combination: `.labels()` costs ~1 us a call, twelve
+        # calls a message; the combinations are few (models are capped).
+        self.children: dict[tuple, _Children] = {}
 
     def observe(self, row: dict) -> None:
         """Count one request from the fields that make (or would make) its Message."""
@@ -237,39 +240,39 @@ class ExchangeMetrics:
         model = self.model_label(row["model"], succeeded)
         endpoint = endpoint_label(row["endpoint"])
         backend = row.get("backend", "")
-        REQUESTS.labels(model, endpoint, status, backend).inc()
-        REQUEST_DURATION.labels(model, endpoint, backend).observe(row["latency_seconds"])
         operation = ollama.MODEL_ROUTES.get(row["endpoint"])
+        error_type = "" if succeeded or operation is None else _error_type(row)
+        key = (model, endpoint, status, backend, operation, error_type)
+        children = self.children.get(key)
+        if children is None:  # a label combination's first request: look its series up once
+            children = self.children[key] = _Children(key)
+        children.requests.inc()
+        children.duration.observe(row["latency_seconds"])
         if operation is None:
             return  # not a model: no tokens, no first token worth the name
         ttft = row["ttft_seconds"]
         if succeeded and ttft is not None:
-            TIME_TO_FIRST_TOKEN.labels(model, endpoint, backend).observe(ttft)
-        for kind in ("input", "output"):
-            tokens = row[f"{kind}_tokens"]
-            if tokens:
-                TOKENS.labels(model, kind).inc(tokens)
+            children.ttft.observe(ttft)
+        input_tokens, output_tokens = row["input_tokens"], row["output_tokens"]
+        if input_tokens:
+            children.input_tokens.inc(input_tokens)
+        if output_tokens:
+            children.output_tokens.inc(output_tokens)
         if row["tokens_per_second"] is not None:
-            TOKENS_PER_SECOND.labels(model).observe(row["tokens_per_second"])
+            children.tokens_per_second.observe(row["tokens_per_second"])
         if row["load_duration_seconds"] is not None:
-            MODEL_LOAD_DURATION.labels(model).observe(row["load_duration_seconds"])
+            children.load_duration.observe(row["load_duration_seconds"])
         cost = row.get("cost_usd")
         if cost is not None:
-            MODEL_COSTS.labels(model).observe(float(cost))
+            children.cost.observe(float(cost))
         if self.genai:
-            self._observe_genai(row, GENAI_OPERATIONS[operation], model, ttft, succeeded)
-
-    def _observe_genai(self, row: dict, operation: str, model: str, ttft, succeeded) -> None:
-        error_type = "" if succeeded else _error_type(row)
-        GENAI_OPERATION_DURATION.labels(operation, model, error_type).observe(
-            row["latency_seconds"]
-        )
-        for kind in ("input", "output"):
-            tokens = row[f"{kind}_tokens"]
-            if tokens is not None:
-                GENAI_TOKEN_USAGE.labels(operation, model, kind).observe(tokens)
-        if succeeded and ttft is not None:
-            GENAI_TIME_TO_FIRST_TOKEN.labels(operation, model).observe(ttft)
+            children.genai_duration.observe(row["latency_seconds"])
+            if input_tokens is not None:
+                children.genai_input.observe(input_tokens)
+            if output_tokens is not None:
+                children.genai_output.observe(output_tokens)
+            if succeeded and ttft is not None:
+                children.genai_ttft.observe(ttft)
 
     def refresh_database_size(self, *, force: bool = False) -> None:
         """Measure the database, at most every METRICS_DATABASE_SIZE_SECONDS (writer thread)."""
@@ -284,6 +287,47 @@ class ExchangeMetrics:
             return
         if size is not None:
             DATABASE_SIZE.set(size)
+
+
+# Per series: its labelled child from (model, endpoint, status, backend, operation, error type).
+_SERIES = {
+    "requests": lambda m, e, s, b, o, t: REQUESTS.labels(m, e, s, b),
+    "duration": lambda m, e, s, b, o, t: REQUEST_DURATION.labels(m, e, b),
+    "ttft": lambda m, e, s, b, o, t: TIME_TO_FIRST_TOKEN.labels(m, e, b),
+    "input_tokens": lambda m, e, s, b, o, t: TOKENS.labels(m, "input"),
+    "output_tokens": lambda m, e, s, b, o, t: TOKENS.labels(m, "output"),
+    "tokens_per_second": lambda m, e, s, b, o, t: TOKENS_PER_SECOND.labels(m),
+    "load_duration": lambda m, e, s, b, o, t: MODEL_LOAD_DURATION.labels(m),
+    "cost": lambda m, e, s, b, o, t: MODEL_COSTS.labels(m),
+    "genai_duration": lambda m, e, s, b, o, t: GENAI_OPERATION_DURATION.labels(
+        GENAI_OPERATIONS[o], m, t
+    ),
+    "genai_input": lambda m, e, s, b, o, t: GENAI_TOKEN_USAGE.labels(
+        GENAI_OPERATIONS[o], m, "input"
+    ),
+    "genai_output": lambda m, e, s, b, o, t: GENAI_TOKEN_USAGE.labels(
+        GENAI_OPERATIONS[o], m, "output"
+    ),
+    "genai_ttft": lambda m, e, s, b, o, t: GENAI_TIME_TO_FIRST_TOKEN.labels(GENAI_OPERATIONS[o], m),
+}
+
+
+class _Children:
+    """The series one label combination of an exchange updates, each looked up on first use
+    (a series appears on /metrics once it has something to count, as with `.labels()`)."""
+
+    __slots__ = ("key", *_SERIES)
+
+    def __init__(self, key: tuple):
+        self.key = key
+
+    def __getattr__(self, name: str):  # only for a slot not set yet
+        factory = _SERIES.get(name)
+        if factory is None:
+            raise AttributeError(name)
+        child = factory(*self.key)
+        setattr(self, name, child)
+        return child
 
 
 def _error_type(row: dict) -> str:
