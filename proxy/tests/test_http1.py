@@ -26,6 +26,7 @@ class Upstream:
         self.connections = 0
         self.closed = asyncio.Event()
         self.server = None
+        self.handlers: set[asyncio.Task] = set()
 
     async def __aenter__(self):
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -34,9 +35,13 @@ class Upstream:
 
     async def __aexit__(self, *exc):
         self.server.close()
+        for handler in self.handlers:
+            handler.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
     async def _serve(self, reader, writer):
         self.connections += 1
+        self.handlers.add(asyncio.current_task())
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
