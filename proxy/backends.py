@@ -190,7 +190,8 @@ class Upstream:
         self.failures += 1
         self.health_error = error[:255]
         if self.healthy and self.failures >= settings.BACKEND_FAILURES:
-            log.warning("backend %s is out of routing: %s", self.name, self.health_error)
+            # "Down", not "out of routing": a lone backend is still tried (nothing else to try).
+            log.warning("backend %s is down: %s", self.name, self.health_error)
             self._set_health(False)
 
     def announce(self) -> None:
