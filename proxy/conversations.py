@@ -485,14 +485,15 @@ def _add(totals: dict[int, tuple[str, dict]]) -> None:
     width = len(columns)
     statement = _upsert(columns)
     one = f"({', '.join(['%s'] * width)})"
-    count = len(totals)
+    start = 0
     with connection.cursor() as cursor:
-        for start in range(0, count, UPSERT_ROWS):
-            rows = min(UPSERT_ROWS, count - start)
+        # Row counts from a fixed few, so that the statements sqlite3 keeps prepared stay few.
+        for rows in inserts.row_counts(len(totals), UPSERT_ROWS):
             cursor.execute(
                 statement % ", ".join([one] * rows),
                 params[start * width : (start + rows) * width],
             )
+            start += rows
 
 
 def _upsert(columns: tuple) -> str:
