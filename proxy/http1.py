@@ -6,8 +6,10 @@ own buffers) and costs more Python per request and per chunk than the relay itse
 box that was most of the proxy's added latency (bench/proxy.py, docs/benchmarks.md). This client
 does only what the relay needs: keep-alive pooling per host, a connect timeout, an idle-read
 timeout, back-pressure (reading pauses while the client is slower than the upstream), and a
-clean close when the relay gives up (which is what makes Ollama stop generating). HTTPS,
-hosted APIs, HEAD requests and streamed uploads stay on aiohttp (proxy/forwarder.py chooses).
+clean close when the relay gives up (which is what makes Ollama stop generating). Every
+plain-HTTP backend goes through it (an OpenAI-compatible API on plain HTTP too); HTTPS ones,
+requests translated for a hosted API, HEAD requests and streamed uploads stay on aiohttp
+(proxy/forwarder.py chooses).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class Client:
     async def _connect(self, key) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.connect_timeout or None):  # 0: no limit
                 _transport, connection = await loop.create_connection(
                     lambda: _Connection(self, key), key[0], key[1]
                 )
