@@ -21,11 +21,14 @@ from django.urls import path  # noqa: E402
 
 from proxy import metrics  # noqa: E402  (needs Django set up)
 from proxy.consumers import LiveFeedConsumer  # noqa: E402
-from proxy.forwarder import Forwarder  # noqa: E402
+from proxy.forwarder import Forwarder, quiet_stream_cuts  # noqa: E402
 from proxy.ollama import is_ollama_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 forwarder = Forwarder()
+# A reply the upstream broke off is cut by raising to uvicorn, which would log a traceback for
+# each: the forwarder logs it in one line and records it instead.
+logging.getLogger("uvicorn.error").addFilter(quiet_stream_cuts)
 # The live feed: the admin's login session, from a page of ours (the Origin is an allowed host).
 websocket_application = AllowedHostsOriginValidator(
     AuthMiddlewareStack(URLRouter([path("ws/messages/", LiveFeedConsumer.as_asgi())]))

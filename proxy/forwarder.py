@@ -67,6 +67,19 @@ class BodyTooLarge(Exception):
     pass
 
 
+class StreamCut(Exception):
+    """The upstream failed after the reply's headers went out. Raised to the ASGI server, which
+    then drops the client's connection: ASGI has no other way to say a reply is incomplete.
+    The server's traceback for it is left out of the log (`quiet_stream_cuts`): the exchange
+    is recorded with its error, counted in the metrics, and logged here in one line."""
+
+
+def quiet_stream_cuts(record) -> bool:
+    """A filter for the ASGI server's error logger: no traceback for a `StreamCut`."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, StreamCut)
+
+
 class ClientGone(Exception):
     """The client went away while its request body was still arriving."""
 
@@ -335,11 +348,7 @@ class Forwarder:
             except UPSTREAM_ERRORS as error:
                 # Headers are out, so the status can't change: record the failure and cut the
                 # connection, so the client sees a broken stream rather than a complete one.
-                _status, exchange.error, kind = ollama.describe_upstream_error(
-                    error, upstream.described()
-                )
-                metrics.UPSTREAM_ERRORS.labels(kind).inc()
-                raise
+                _cut(upstream, exchange, error)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             exchange.finished = perf_counter()
             completed = True
@@ -382,11 +391,7 @@ class Forwarder:
                         keep(out)
                         await send({"type": "http.response.body", "body": out, "more_body": True})
             except UPSTREAM_ERRORS as error:
-                _status, exchange.error, kind = ollama.describe_upstream_error(
-                    error, upstream.described()
-                )
-                metrics.UPSTREAM_ERRORS.labels(kind).inc()
-                raise
+                _cut(upstream, exchange, error)
             out = translator.finish()
             if out:
                 keep(out)
@@ -414,6 +419,14 @@ class Forwarder:
         exchange.keep(body)
         await _respond(send, status, body, [content_type, *extra_headers])
         exchange.finished = perf_counter()
+
+
+def _cut(upstream: Upstream, exchange: Exchange, error: BaseException):
+    """Record an upstream failure mid-reply and cut the client's connection."""
+    _status, exchange.error, kind = ollama.describe_upstream_error(error, upstream.described())
+    metrics.UPSTREAM_ERRORS.labels(kind).inc()
+    log.warning("%s %s: reply cut: %s", exchange.method, exchange.path, exchange.error)
+    raise StreamCut(exchange.error) from error
 
 
 _PLAIN: dict[str, tuple[str, int, str] | None] = {}

@@ -223,9 +223,14 @@ def test_a_stream_that_breaks_after_its_first_byte_is_never_retried(
         proxy = start_proxy()
         client = ollama.Client(host=proxy.url, headers={"X-Sim-Fail": "drop"})
         received = []
-        with pytest.raises(httpx.RemoteProtocolError):
-            for part in client.generate(model="llama3.2", prompt="Hi", stream=True):
-                received.append(part.response)
+        server_log = Records()
+        logging.getLogger("uvicorn.error").addHandler(server_log)
+        try:
+            with pytest.raises(httpx.RemoteProtocolError):
+                for part in client.generate(model="llama3.2", prompt="Hi", stream=True):
+                    received.append(part.response)
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(server_log)
 
         assert received
         assert crashing.stats()["dropped"] == 1
@@ -233,6 +238,18 @@ def test_a_stream_that_breaks_after_its_first_byte_is_never_retried(
     proxy.flush()
     message = Message.objects.get()
     assert (message.status, message.backend) == ("error", "crashing")
+    assert "lost the connection to" in message.error
+    # Cut by raising to uvicorn, without the traceback it would log for each.
+    assert server_log.records == []
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
 
 
 def test_a_backend_that_goes_down_leaves_routing_and_comes_back(
