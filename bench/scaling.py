@@ -36,20 +36,8 @@ REPLY = (
     '"done_reason":"stop","total_duration":1000000,"load_duration":1000,'
     '"prompt_eval_count":10,"prompt_eval_duration":1000,"eval_count":10,"eval_duration":100000}'
 )
-CANNED_CONFIG = """\
 # An Ollama that answers at once with a fixed reply: the upstream of the scaling benchmark.
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy_temp;
-    fastcgi_temp_path {tmp}/fastcgi_temp;
-    uwsgi_temp_path {tmp}/uwsgi_temp;
-    scgi_temp_path {tmp}/scgi_temp;
+CANNED = """\
     keepalive_requests 1000000;
     server {{
         listen 127.0.0.1:{port};
@@ -57,21 +45,8 @@ http {{
         location = / {{ default_type text/plain; return 200 "Ollama is running"; }}
         location = /api/tags {{ return 200 '{{"models":[]}}'; }}
         location = /api/generate {{ return 200 '{reply}'; }}
-    }}
-}}
-"""
+    }}"""
 BODY = b'{"model":"llama3.2","prompt":"Why is the sky blue?","stream":false}'
-
-
-def start_canned_upstream(workdir: Path) -> servers.Server:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    tmp = workdir / "canned"
-    tmp.mkdir()
-    port = servers.free_port()
-    config = tmp / "nginx.conf"
-    config.write_text(CANNED_CONFIG.format(tmp=tmp, port=port, reply=REPLY))
-    command = [binary, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(config)]
-    return servers.Server("canned", command, port, workdir / "canned.log").wait_ready()
 
 
 def start_proxy(
@@ -97,15 +72,13 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     options = parser.parse_args()
-    if shutil.which("wrk") is None or not (
-        shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
-    ):
+    if shutil.which("wrk") is None or servers.nginx_binary() is None:
         print("needs wrk and nginx: apt-get install -y wrk nginx", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
     print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}; {options.database}")
     print(f"work directory (logs): {workdir}")
-    upstream = start_canned_upstream(workdir)
+    upstream = servers.run_nginx(workdir, "canned", CANNED, None, reply=REPLY)
     databases = {1: None, 2: None}
     if options.database == "postgres":
         for workers in databases:

@@ -154,7 +154,6 @@ def start_simulator(workdir: Path, cpus: str | None) -> Server:
 
 
 NGINX_CONFIG = """\
-# The baseline: a plain reverse proxy, configured the way one is put in front of Ollama.
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -167,6 +166,11 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi_temp;
     uwsgi_temp_path {tmp}/uwsgi_temp;
     scgi_temp_path {tmp}/scgi_temp;
+{http}
+}}
+"""
+# The baseline: a plain reverse proxy, configured the way one is put in front of Ollama.
+PROXY_PASS = """\
     upstream ollama {{
         server 127.0.0.1:{upstream};
         keepalive 64;
@@ -181,24 +185,32 @@ http {{
             proxy_buffering off;
             proxy_read_timeout 600s;
         }}
-    }}
-}}
-"""
+    }}"""
+
+
+def nginx_binary() -> str | None:
+    sbin = Path("/usr/sbin/nginx")
+    return shutil.which("nginx") or (str(sbin) if sbin.exists() else None)
 
 
 def start_nginx(workdir: Path, upstream_port: int, cpus: str | None) -> Server | None:
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
+    """nginx proxying to the upstream port (the baseline), or None without nginx."""
+    if nginx_binary() is None:
         return None
-    tmp = workdir / "nginx"
+    return run_nginx(workdir, "nginx", PROXY_PASS, cpus, upstream=upstream_port)
+
+
+def run_nginx(workdir: Path, name: str, http: str, cpus: str | None, **fields) -> Server:
+    """One nginx worker with its files under workdir/name; `http` is the inside of its `http`
+    block, formatted with `port` (a free one) and `fields`."""
+    tmp = workdir / name
     tmp.mkdir()
     port = free_port()
     config = tmp / "nginx.conf"
-    config.write_text(NGINX_CONFIG.format(tmp=tmp, upstream=upstream_port, port=port))
-    command = [binary, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(config)]
-    return Server("nginx", pinned(command, cpus), port, workdir / "nginx.log").wait_ready()
+    config.write_text(NGINX_CONFIG.format(tmp=tmp, http=http.format(port=port, **fields)))
+    command = [nginx_binary(), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")]
+    command += ["-c", str(config)]
+    return Server(name, pinned(command, cpus), port, workdir / f"{name}.log").wait_ready()
 
 
 def proxy_environment(upstream: str, data_dir: Path, database_url: str | None) -> dict[str, str]:

@@ -86,6 +86,7 @@ class Upstream:
         "name",
         "own_ids",
         "patterns",
+        "plain",
         "priority",
         "row_id",
         "served",
@@ -108,6 +109,9 @@ class Upstream:
     ):
         self.name = name
         self.url = url.rstrip("/")
+        # Host, port and path prefix for the lean client (proxy/http1.py) when the URL is
+        # plain HTTP; None sends its requests through aiohttp (HTTPS).
+        self.plain = _plain_address(self.url)
         self.kind = kind
         self.api_key = api_key
         self.patterns = tuple(pattern.lower() for pattern in patterns)
@@ -156,7 +160,11 @@ class Upstream:
 
     def url_for(self, raw_path: str) -> str:
         """Where one of our paths is on this backend: a hosted API's base URL ends in /v1."""
-        return self.url + (raw_path.removeprefix("/v1") if self.hosted else raw_path)
+        return self.url + self.path_for(raw_path)
+
+    def path_for(self, raw_path: str) -> str:
+        """One of our paths under this backend's base URL."""
+        return raw_path.removeprefix("/v1") if self.hosted else raw_path
 
     def headers_for(self, forwarded: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers to send: a hosted API gets its own key instead of the client's
@@ -213,6 +221,17 @@ class Route:
 
 class CheckFailed(Exception):
     pass
+
+
+def _plain_address(url: str) -> tuple[str, int, str] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError:  # a malformed port: aiohttp says what is wrong with it
+        return None
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    return parts.hostname, port, parts.path
 
 
 class Registry:

@@ -12,7 +12,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from time import perf_counter
-from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
@@ -245,7 +244,7 @@ class Forwarder:
         for upstream in route.upstreams:
             exchange.backend = upstream.name
             translator = None
-            url, sent_headers, data = upstream.url_for(target), upstream.headers_for(headers), body
+            path, sent_headers, data = target, upstream.headers_for(headers), body
             if upstream.hosted and exchange.path in translate.NATIVE_ROUTES:
                 try:
                     openai_path, data = translate.translate_request(
@@ -257,7 +256,7 @@ class Forwarder:
                         send, 400, ollama.error_body(str(error)), [JSON_UTF8, *extra_headers]
                     )
                     return
-                url, sent_headers = upstream.url_for(openai_path), _translated_headers(sent_headers)
+                path, sent_headers = openai_path, _translated_headers(sent_headers)
                 stream = ollama.streams(exchange.path, body)
                 translator = translate.ResponseTranslator(exchange.path, stream, route.model)
             upstream.in_flight += 1
@@ -267,7 +266,7 @@ class Forwarder:
                     upstream,
                     upstream is last,
                     method,
-                    url,
+                    path,
                     sent_headers,
                     data,
                     translator,
@@ -281,22 +280,25 @@ class Forwarder:
                 return
 
     async def _attempt(
-        self, upstream, last, method, url, headers, data, translator, send, exchange, extra_headers
+        self, upstream, last, method, path, headers, data, translator, send, exchange, extra_headers
     ) -> bool:
         """One backend's turn: False to try the next (it could not be reached, or was busy),
         True once the client has its answer or an error."""
-        plain = None
-        if translator is None and method != "HEAD" and not isinstance(data, AsyncIterator):
-            plain = _plain(upstream.url)
+        lean = (
+            upstream.plain is not None
+            and translator is None
+            and method != "HEAD"
+            and not isinstance(data, AsyncIterator)
+        )
         try:
-            if plain is not None:  # the common case: an Ollama over plain HTTP
-                host, port, prefix = plain
-                target = prefix + url[len(upstream.url) :]
+            if lean:  # the common case: an Ollama over plain HTTP
+                host, port, prefix = upstream.plain
+                target = prefix + upstream.path_for(path)
                 response = await self.client.request(method, host, port, target, headers, data)
             else:
                 response = await self.session.request(
                     method,
-                    URL(url, encoded=True),
+                    URL(upstream.url_for(path), encoded=True),
                     headers=headers,
                     data=data or None,
                     allow_redirects=False,
@@ -427,24 +429,6 @@ def _cut(upstream: Upstream, exchange: Exchange, error: BaseException):
     metrics.UPSTREAM_ERRORS.labels(kind).inc()
     log.warning("%s %s: reply cut: %s", exchange.method, exchange.path, exchange.error)
     raise StreamCut(exchange.error) from error
-
-
-_PLAIN: dict[str, tuple[str, int, str] | None] = {}
-
-
-def _plain(base_url: str) -> tuple[str, int, str] | None:
-    """Host, port and path prefix of a plain-HTTP upstream, for the lean client; None for
-    HTTPS (aiohttp's TLS stays in charge there)."""
-    try:
-        return _PLAIN[base_url]
-    except KeyError:
-        pass
-    parts = urlsplit(base_url)
-    plain = None
-    if parts.scheme == "http" and parts.hostname:
-        plain = (parts.hostname, parts.port or 80, parts.path.rstrip("/"))
-    _PLAIN[base_url] = plain
-    return plain
 
 
 def _translated_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

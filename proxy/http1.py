@@ -23,6 +23,7 @@ import httptools
 HIGH_WATER = 256 * 1024  # bytes read but not yet relayed before reading pauses
 LOW_WATER = 64 * 1024
 KEEPALIVE_SECONDS = 25.0  # an idle pooled connection older than this is not reused
+INLINE_BODY_BYTES = 65536  # a smaller body goes in the same write as the head
 
 
 class UpstreamError(Exception):
@@ -83,7 +84,7 @@ class Client:
         head.append("\r\n")
         data = "".join(head).encode("latin-1")
         if body:
-            data += body if len(body) < 65536 else b""
+            data += body if len(body) < INLINE_BODY_BYTES else b""
         key = (host, port)
         connection = self._pooled(key)
         if connection is not None:
@@ -280,7 +281,7 @@ class _Connection(asyncio.Protocol):
             response._fail(Disconnected("the connection to the upstream was closed"))
             return response
         self.transport.write(data)
-        if body and len(body) >= 65536:
+        if body and len(body) >= INLINE_BODY_BYTES:
             self.transport.write(body)  # a large body is not copied into the head's buffer
         self.idle_timeout = idle_timeout
         if idle_timeout:
@@ -354,12 +355,6 @@ class _Connection(asyncio.Protocol):
             return
         message = "the upstream closed the connection" + _reason(exc)
         response._fail(Disconnected(message, response.received))
-
-    def pause_writing(self) -> None:  # a large body into a slow upstream: the kernel buffers
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # --- httptools' callbacks -----------------------------------------------------------
 
