@@ -1,6 +1,7 @@
 """How much the proxy costs: the same load direct to a simulated Ollama, via nginx, via the proxy.
 
     .venv/bin/python bench/proxy.py [--quick] [--database sqlite|postgres|both] [--no-pin]
+        [--also LABEL:NAME=VALUE[,NAME=VALUE]]
 
 Starts on loopback the simulated Ollama with pacing off, nginx with a plain `proxy_pass` config
 (when installed), and the proxy as users run it (uvicorn with uvloop and httptools, recording
@@ -9,7 +10,9 @@ ASGI-server comparison, and with two uvicorn workers. Every case is
 sent to every path in turn, so a disturbance on the machine hits all of them alike; results are
 ratios against the direct path and nginx measured in the same run. Then, unpinned, the proxy
 with one worker against two. At the end each proxy is stopped with SIGTERM (it flushes its
-recorder) and its messages are counted against the requests sent, per case.
+recorder) and its messages are counted against the requests sent, per case. `--also` adds a
+SQLite proxy with other settings to the same run (an A/B of a setting, e.g. the writer's pacing:
+`--also unpaced:RECORDER_PACE=0`).
 
 On a 2-core machine the load generator competes with the servers, so by default the generator
 (this process and wrk) runs on CPU 1 and every server on CPU 0: requests per second then measure
@@ -206,6 +209,10 @@ class Bench:
                 )
             else:
                 self.notes.append(f"PostgreSQL not reachable at {records.POSTGRES_URL}: skipped")
+        for label, overrides in self.options.also:
+            self._start_proxy(
+                f"proxy {label}", database=None, server="uvicorn", workers=1, env=overrides
+            )
         if not self.quick and databases in ("sqlite", "both"):
             if servers.granian_available():
                 self._start_proxy("granian sqlite", database=None, server="granian", workers=1)
@@ -219,7 +226,7 @@ class Bench:
         self.started.append(server)
         return server
 
-    def _start_proxy(self, label, *, database, server, workers, pinned=True) -> None:
+    def _start_proxy(self, label, *, database, server, workers, pinned=True, env=None) -> None:
         slug = label.replace(" ", "-")
         data_dir = self.workdir / slug
         database_url = None
@@ -227,7 +234,9 @@ class Bench:
             name = f"bench_proxy_{os.getpid()}_{len(self.postgres_databases)}"
             database_url = records.create_postgres_database(name)
             self.postgres_databases.append(name)
+        overrides = env or {}
         env = servers.proxy_environment(self.simulator.url, data_dir, database_url)
+        env.update(overrides)
         if workers > 1:
             # As `make run` does for several workers: their metrics pooled in one folder.
             env["PROMETHEUS_MULTIPROC_DIR"] = str(data_dir / "prometheus-multiproc")
@@ -824,12 +833,29 @@ def machine() -> str:
     )
 
 
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    label, _, settings = text.partition(":")
+    pairs = [pair.partition("=") for pair in settings.split(",") if pair]
+    if not label or not pairs or any(not name or not sep for name, sep, _ in pairs):
+        raise argparse.ArgumentTypeError(f"expected LABEL:NAME=VALUE[,NAME=VALUE], not {text!r}")
+    return label, {name: value for name, _, value in pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, no granian, no scaling")
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--no-pin", action="store_true", help="let all processes use all cores")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--also",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+        help="one more SQLite proxy, with these settings, measured in the same run (an A/B of"
+        " a setting: --also unpaced:RECORDER_PACE=0)",
+    )
     options = parser.parse_args()
 
     began = time.monotonic()

@@ -248,6 +248,9 @@ RECORDER_QUEUE_SIZE = int(env_number("RECORDER_QUEUE_SIZE", 10000, cast=int, min
 RECORDER_BATCH_SIZE = int(env_number("RECORDER_BATCH_SIZE", 500, cast=int, minimum=1))
 # How long the writer waits for more records before a transaction; 0 writes each at once.
 RECORDER_BATCH_WINDOW = env_number("RECORDER_BATCH_WINDOW", 0.05)
+# While it keeps up, the writer works in short pieces with rests between them, giving the
+# cores and the GIL to the streams (proxy/pacing.py); off: each batch in one go.
+RECORDER_PACE = env_bool("RECORDER_PACE", True)
 RECORDER_SPOOL_DIR = Path(env_str("RECORDER_SPOOL_DIR", str(DATA_DIR / "spool")))
 # How long one batch insert may wait for the database before it goes to the spool instead.
 RECORDER_DB_TIMEOUT = env_number("RECORDER_DB_TIMEOUT", 5.0)

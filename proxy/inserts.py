@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 
+from . import pacing
 from .models import Message
 
 # Field types whose values the drivers take as they are: as text, number or boolean on both
@@ -121,11 +122,15 @@ def insert_messages(rows: Sequence[dict], *, ignore_conflicts: bool = False) -> 
     tail = f" ON CONFLICT DO NOTHING RETURNING {connection.ops.quote_name('request_id')}"
     database = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a lookup
     inserted = []
+    values = []
+    for row in rows:
+        pacing.breathe()
+        values.append(_message_values(row, columns, database))
     with connection.cursor() as cursor:
         for chunk, (sql, params) in statements(
             Message._meta.db_table,
             names,
-            [_message_values(row, columns, database) for row in rows],
+            values,
             rows,
             tail=tail if ignore_conflicts else "",
         ):
@@ -177,13 +182,15 @@ def statements(
     table: str, columns: Sequence[str], values: Sequence[Sequence], items: Sequence, tail: str = ""
 ) -> Iterator[tuple[Sequence, tuple[str, list]]]:
     """`INSERT INTO table (columns) <rows> tail` for rows of `values` (prepared for the
-    database), as few statements as the database takes. Yields each statement with the slice
-    of `items` (what the caller knows the rows as) that it inserts."""
+    database), as few statements as the database takes (a paced writer: statements of a few
+    rows, with rests between them). Yields each statement with the slice of `items` (what the
+    caller knows the rows as) that it inserts."""
     quote = connection.ops.quote_name
     names = ", ".join(quote(column) for column in columns)
     head = f"INSERT INTO {quote(table)} ({names}) "
     if connection.vendor == "postgresql":
         sql = f"{head}SELECT {names} FROM jsonb_populate_recordset(NULL::{quote(table)}, %s::jsonb)"
+        most = pacing.rows_per_statement(len(values))
         start, parts, size = 0, [], 0
         for index, row in enumerate(values):
             part = orjson.dumps(
@@ -191,8 +198,9 @@ def statements(
                 default=str,
                 option=orjson.OPT_NON_STR_KEYS,
             )
-            if parts and size + len(part) > _POSTGRESQL_JSON_BYTES:
+            if parts and (size + len(part) > _POSTGRESQL_JSON_BYTES or len(parts) == most):
                 yield items[start:index], (sql + tail, [_json_array(parts)])
+                pacing.breathe()
                 start, parts, size = index, [], 0
             parts.append(part)
             size += len(part) + 1
@@ -202,11 +210,13 @@ def statements(
     width = len(columns)
     one = f"({', '.join(['?'] * width)})"
     start = 0
-    for count in row_counts(len(values), _sqlite_max_params() // width):
+    most = pacing.rows_per_statement(_sqlite_max_params() // width)
+    for count in row_counts(len(values), most):
         rows = values[start : start + count]
         params = [value for row in rows for value in row]
         sql = head + "VALUES " + ", ".join([one] * count) + tail
         yield items[start : start + count], (sql, params)
+        pacing.breathe()
         start += count
 
 

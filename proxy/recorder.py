@@ -4,7 +4,8 @@ One writer task per process takes exchanges from a bounded queue and inserts the
 from one dedicated thread (so the ORM's blocking calls never run on the event loop). When the
 database is down, locked or slow, a batch goes to an append-only spool of gzip JSONL files and is
 replayed once the database answers again. A full queue spills to the spool too: a stream is
-never blocked and a record is never silently dropped. Shutdown drains the queue.
+never blocked and a record is never silently dropped. Shutdown drains the queue. While it keeps
+up, the writer works in short pieces with rests between them (proxy/pacing.py).
 
 The writer also observes every exchange in the Prometheus metrics (proxy/metrics.py), from the
 same fields that make the messages, including exchanges on routes not stored as messages.
@@ -40,6 +41,7 @@ from . import (
     metrics,
     mirror,
     otel,
+    pacing,
     privacy,
     ratelimit,
     rollups,
@@ -63,6 +65,7 @@ class Recorder:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = settings.RECORDER_BATCH_SIZE
         self.batch_window = settings.RECORDER_BATCH_WINDOW
+        self.pace = settings.RECORDER_PACE
         self.hurry = asyncio.Event()  # set while someone waits for the queue to be written
         self.replay_checked = 0.0
         self.limited_connection = None
@@ -143,9 +146,10 @@ class Recorder:
                 batch.append(self.queue.get_nowait())
             stopping = any(item is _STOP for item in batch)
             exchanges = [item for item in batch if item is not _STOP]
+            paced = self._paced(batch)
             try:
                 if exchanges:
-                    await loop.run_in_executor(self.executor, self._write, exchanges)
+                    await loop.run_in_executor(self.executor, self._write, exchanges, paced)
             except Exception:  # the writer must outlive any single bad batch
                 log.exception("recorder: a batch of %d could not be written", len(exchanges))
                 self._count_dropped(sum(1 for _, store in exchanges if store))
@@ -154,11 +158,21 @@ class Recorder:
                 for _ in batch:
                     self.queue.task_done()
 
+    def _paced(self, batch: list) -> bool:
+        """Whether the writer gives way to the streams while writing `batch` (proxy/pacing.py):
+        while it keeps up (the batch is not full) and nobody waits for it (a flush, shutdown)."""
+        return self.pace and len(batch) < self.batch_size and not self.hurry.is_set()
+
     # --- the writer thread ------------------------------------------------------------------
 
-    def _write(self, batch: list[tuple[Exchange, bool]]) -> None:
+    def _write(self, batch: list[tuple[Exchange, bool]], paced: bool = False) -> None:
+        with pacing.paced(paced):
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple[Exchange, bool]]) -> None:
         rows, observed = [], []
         for exchange, store in batch:
+            pacing.breathe()
             try:
                 row = exchange.to_fields()
             except Exception:
@@ -179,6 +193,7 @@ class Recorder:
         # After the rows are complete (cost included), before they are written or spooled.
         self._observe(observed)
         otel.export(observed)  # spans, sent by their own thread; never raises
+        pacing.breathe()
         if not rows:
             return
         if self._database_resting():
@@ -208,8 +223,10 @@ class Recorder:
             for row in rows:
                 if "category" not in row or "cost_usd" not in row:  # spilled from a full queue
                     _price_and_categorise(row, None)
+            pacing.breathe()
             with transaction.atomic():
                 conversations.link(rows, replay=replay)  # trims the rows: before the insert
+                pacing.breathe()
                 # A replay may repeat rows a crashed replay already wrote; request_id is unique.
                 new_rows = inserts.insert_messages(rows, ignore_conflicts=replay)
                 # In the same transaction: a rollup counts exactly the messages that are there.
@@ -277,6 +294,7 @@ class Recorder:
 
     def _observe(self, rows: list[dict]) -> None:
         for row in rows:
+            pacing.breathe()
             try:
                 self.metrics.observe(row)
             except Exception:  # a metric must never cost a record

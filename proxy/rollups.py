@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from django.db import connection, transaction
 from django.db.models import Max, Min
 
-from . import inserts
+from . import inserts, pacing
 from .models import (
     ROLLUP_SUMS,
     USER_ROLLUP_SUMS,
@@ -62,6 +62,7 @@ def sums(rows: Iterable[dict]) -> tuple[dict, dict]:
     users: dict[tuple, list] = {}
     size = len(ROLLUP_SUMS)
     for row in rows:
+        pacing.breathe()
         epoch = math.floor(row["timestamp"].timestamp())
         model = row.get("model") or ""
         dims = (model, row["status"], row.get("category") or "", row["endpoint"])
