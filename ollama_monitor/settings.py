@@ -129,7 +129,8 @@ MIDDLEWARE = [
     # Django's own pages only: the proxy routes and /metrics never reach Django (asgi.py).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise's, with each file streamed under ASGI (no warning, no whole file in memory).
+    "ollama_monitor.static_files.StaticFiles",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
