@@ -118,6 +118,7 @@ class BackendForm(forms.ModelForm):
     api_key = forms.CharField(
         label="API key",
         required=False,
+        max_length=500,
         widget=forms.PasswordInput(render_value=False),
         help_text="Sent as Authorization: Bearer to an OpenAI-compatible API. Never shown: "
         "leave empty to keep the stored key.",

@@ -14,6 +14,8 @@ from django.db import connections, models
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
+from .sealed import SealedCharField
+
 # Search covers at most this many characters of a prompt and of a response: the head and the
 # tail when longer (a chat's newest turn is at the end). The bound keeps PostgreSQL's tsvector
 # under its 1 MB limit whatever the text; without it one odd message would fail a whole batch.
@@ -925,8 +927,9 @@ class Backend(models.Model):
         help_text="Ollama: its address, e.g. http://gpu-2:11434. OpenAI-compatible: the base "
         "URL the /v1 paths hang off, e.g. https://api.openai.com/v1.",
     )
-    api_key = models.CharField(
-        max_length=500, blank=True, help_text="Sent as Authorization: Bearer to an API."
+    # Stored encrypted (proxy/sealed.py); the admin takes at most 500 characters of key.
+    api_key = SealedCharField(
+        max_length=1000, blank=True, help_text="Sent as Authorization: Bearer to an API."
     )
     model_names = models.TextField(
         blank=True,
