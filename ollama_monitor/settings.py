@@ -427,3 +427,5 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = env_bool(
 )
 # A gzip JSONL copy of every stored message, one file per UTC day (proxy/mirror.py); empty: off.
 MIRROR_DIR = env_str("MIRROR_DIR")
+# Days of mirror files kept (today's included); older ones are deleted. 0: all kept.
+MIRROR_KEEP_DAYS = int(env_number("MIRROR_KEEP_DAYS", 0, cast=int))

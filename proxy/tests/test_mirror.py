@@ -137,3 +137,43 @@ def test_worker_processes_append_whole_batches_to_the_shared_daily_file(tmp_path
         assert sequences == list(range(400))  # each process's batches whole and in order
     assert all(row["response"] == payload for row in rows)
     assert len({uuid.UUID(row["request_id"]) for row in rows}) == len(rows)
+
+
+def test_files_older_than_the_days_kept_are_deleted_once_a_day(
+    mirrored, proxy_settings, monkeypatch
+):
+    directory, clock = mirrored
+    directory.mkdir(parents=True)
+    monkeypatch.setattr(mirror, "_pruned_for", None)
+    proxy_settings.MIRROR_KEEP_DAYS = 2
+    names = [f"messages-2026-11-{day:02d}.jsonl.gz" for day in (1, 24, 25, 26)]
+    for name in (*names, "notes.txt", "messages-latest.jsonl.gz"):
+        (directory / name).write_bytes(b"")
+    row = {"request_id": uuid.uuid4(), "timestamp": NOV_27, "prompt": "Hi"}
+
+    clock[0] = NOV_27
+    mirror.write([row])
+
+    kept = sorted(path.name for path in directory.iterdir())
+    assert kept == [
+        "messages-2026-11-26.jsonl.gz",  # yesterday and today: two days
+        "messages-2026-11-27.jsonl.gz",
+        "messages-latest.jsonl.gz",  # not a day's file: left alone
+        "notes.txt",
+    ]
+    assert read(directory / "messages-2026-11-27.jsonl.gz")[0]["prompt"] == "Hi"
+
+    (directory / "messages-2026-11-02.jsonl.gz").write_bytes(b"")
+    mirror.write([row])  # the same day: no second pass
+    assert (directory / "messages-2026-11-02.jsonl.gz").exists()
+
+
+def test_with_no_days_set_every_file_is_kept(mirrored, monkeypatch):
+    directory, _ = mirrored
+    directory.mkdir(parents=True)
+    monkeypatch.setattr(mirror, "_pruned_for", None)
+    (directory / "messages-2020-01-01.jsonl.gz").write_bytes(b"")
+
+    mirror.write([{"request_id": uuid.uuid4(), "timestamp": NOV_26}])
+
+    assert (directory / "messages-2020-01-01.jsonl.gz").exists()
