@@ -6,7 +6,6 @@ accounting) happens later in the recorder's writer thread, off the stream.
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from datetime import UTC, datetime
 from time import perf_counter
@@ -14,7 +13,7 @@ from urllib.parse import unquote
 
 from django.conf import settings
 
-from . import ollama
+from . import ids, ollama
 from .models import Message
 
 # A reply's bytes are kept whole up to this size; beyond it only the head and the tail are kept.
@@ -52,7 +51,7 @@ class Exchange:
     )
 
     def __init__(self, method: str, path: str, client_ip: str | None, headers: dict[str, str]):
-        self.request_id = uuid.uuid4()
+        self.request_id = ids.uuid7()
         self.started = perf_counter()
         self.started_at = datetime.now(UTC)
         self.method = method

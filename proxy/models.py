@@ -5,7 +5,6 @@ import hashlib
 import math
 import re
 import secrets
-import uuid
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -14,6 +13,7 @@ from django.db import connections, models
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
+from .ids import uuid7
 from .sealed import SealedCharField
 
 # Search covers at most this many characters of a prompt and of a response: the head and the
@@ -258,7 +258,8 @@ class Message(models.Model):
         ERROR = "error"
         CANCELLED = "cancelled"
 
-    request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Time-ordered (proxy/ids.py): inserts go to the unique index's right edge.
+    request_id = models.UUIDField(default=uuid7, unique=True, editable=False)
     timestamp = models.DateTimeField()
     endpoint = models.CharField(max_length=64)
     method = models.CharField(max_length=8, default="POST")
