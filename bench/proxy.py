@@ -12,7 +12,7 @@ ratios against the direct path and nginx measured in the same run. Then, unpinne
 with one worker against two. At the end each proxy is stopped with SIGTERM (it flushes its
 recorder) and its messages are counted against the requests sent, per case. `--also` adds a
 SQLite proxy with other settings to the same run (an A/B of a setting, e.g. the writer's pacing:
-`--also unpaced:RECORDER_PACE=0`).
+`--also paced:RECORDER_PACE=1`).
 
 On a 2-core machine the load generator competes with the servers, so by default the generator
 (this process and wrk) runs on CPU 1 and every server on CPU 0: requests per second then measure
@@ -854,7 +854,7 @@ def main() -> None:
         default=[],
         metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
         help="one more SQLite proxy, with these settings, measured in the same run (an A/B of"
-        " a setting: --also unpaced:RECORDER_PACE=0)",
+        " a setting: --also paced:RECORDER_PACE=1)",
     )
     options = parser.parse_args()
 

@@ -253,8 +253,9 @@ RECORDER_BATCH_SIZE = int(env_number("RECORDER_BATCH_SIZE", 500, cast=int, minim
 # How long the writer waits for more records before a transaction; 0 writes each at once.
 RECORDER_BATCH_WINDOW = env_number("RECORDER_BATCH_WINDOW", 0.05)
 # While it keeps up, the writer works in short pieces with rests between them, giving the
-# cores and the GIL to the streams (proxy/pacing.py); off: each batch in one go.
-RECORDER_PACE = env_bool("RECORDER_PACE", True)
+# cores and the GIL to the streams (proxy/pacing.py): a lower p99 at high request rates for
+# more CPU per request. Off by default: each batch in one go (docs/benchmarks.md).
+RECORDER_PACE = env_bool("RECORDER_PACE", False)
 RECORDER_SPOOL_DIR = Path(env_str("RECORDER_SPOOL_DIR", str(DATA_DIR / "spool")))
 # How long one batch insert may wait for the database before it goes to the spool instead.
 RECORDER_DB_TIMEOUT = env_number("RECORDER_DB_TIMEOUT", 5.0)

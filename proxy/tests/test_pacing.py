@@ -104,6 +104,7 @@ def test_a_paced_batch_goes_in_statements_of_a_few_rows_and_stores_the_same(rest
 @pytest.mark.django_db(transaction=True)
 def test_the_recorder_paces_only_while_it_keeps_up_and_nobody_waits(proxy_settings):
     proxy_settings.RECORDER_BATCH_SIZE = 4
+    proxy_settings.RECORDER_PACE = True
     recorder = Recorder()
     try:
         assert recorder._paced([1, 2, 3])
@@ -111,15 +112,18 @@ def test_the_recorder_paces_only_while_it_keeps_up_and_nobody_waits(proxy_settin
         recorder.hurry.set()  # a flush or shutdown waits for the queue
         assert not recorder._paced([1])
         recorder.hurry.clear()
-        recorder.pace = False  # RECORDER_PACE=0
+        recorder.executor.shutdown()
+        proxy_settings.RECORDER_PACE = False  # the default
+        recorder = Recorder()
         assert not recorder._paced([1])
     finally:
         recorder.executor.shutdown()
 
 
 def test_messages_recorded_through_a_paced_writer_are_all_stored(
-    start_proxy, rests, wait_until, monkeypatch
+    start_proxy, proxy_settings, rests, wait_until, monkeypatch
 ):
+    proxy_settings.RECORDER_PACE = True
     batches = []
     write = Recorder._write
 
