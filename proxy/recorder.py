@@ -4,8 +4,9 @@ One writer task per process takes exchanges from a bounded queue and inserts the
 from one dedicated thread (so the ORM's blocking calls never run on the event loop). When the
 database is down, locked or slow, a batch goes to an append-only spool of gzip JSONL files and is
 replayed once the database answers again. A full queue spills to the spool too: a stream is
-never blocked and a record is never silently dropped. Shutdown drains the queue. While it keeps
-up, the writer works in short pieces with rests between them (proxy/pacing.py).
+never blocked and a record is never silently dropped. Shutdown drains the queue. With
+RECORDER_PACE, while it keeps up, the writer works in short pieces with rests between them
+(proxy/pacing.py).
 
 The writer also observes every exchange in the Prometheus metrics (proxy/metrics.py), from the
 same fields that make the messages, including exchanges on routes not stored as messages.
