@@ -211,7 +211,7 @@ class Bench:
                 self.notes.append(f"PostgreSQL not reachable at {records.POSTGRES_URL}: skipped")
         for label, overrides in self.options.also:
             self._start_proxy(
-                f"proxy {label}", database=None, server="uvicorn", workers=1, env=overrides
+                f"proxy {label}", database=None, server="uvicorn", workers=1, overrides=overrides
             )
         if not self.quick and databases in ("sqlite", "both"):
             if servers.granian_available():
@@ -226,7 +226,9 @@ class Bench:
         self.started.append(server)
         return server
 
-    def _start_proxy(self, label, *, database, server, workers, pinned=True, env=None) -> None:
+    def _start_proxy(
+        self, label, *, database, server, workers, pinned=True, overrides=None
+    ) -> None:
         slug = label.replace(" ", "-")
         data_dir = self.workdir / slug
         database_url = None
@@ -234,13 +236,8 @@ class Bench:
             name = f"bench_proxy_{os.getpid()}_{len(self.postgres_databases)}"
             database_url = records.create_postgres_database(name)
             self.postgres_databases.append(name)
-        overrides = env or {}
-        env = servers.proxy_environment(self.simulator.url, data_dir, database_url)
-        env.update(overrides)
-        if workers > 1:
-            # As `make run` does for several workers: their metrics pooled in one folder.
-            env["PROMETHEUS_MULTIPROC_DIR"] = str(data_dir / "prometheus-multiproc")
-            (data_dir / "prometheus-multiproc").mkdir(parents=True)
+        env = servers.proxy_environment(self.simulator.url, data_dir, database_url, workers)
+        env.update(overrides or {})
         servers.migrate(env, self.workdir / f"{slug}.log")
         cpus = SERVER_CPUS if self.pin and pinned else None
         proxy = self._keep(

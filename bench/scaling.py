@@ -53,10 +53,7 @@ def start_proxy(
     workdir: Path, upstream: str, workers: int, database_url: str | None
 ) -> tuple[servers.Server, Path]:
     data_dir = workdir / f"proxy-{workers}"
-    env = servers.proxy_environment(upstream, data_dir, database_url)
-    if workers > 1:
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(data_dir / "prometheus-multiproc")
-        (data_dir / "prometheus-multiproc").mkdir(parents=True)
+    env = servers.proxy_environment(upstream, data_dir, database_url, workers)
     log = workdir / f"proxy-{workers}.log"
     servers.migrate(env, log)
     proxy = servers.start_proxy(

@@ -213,7 +213,9 @@ def run_nginx(workdir: Path, name: str, http: str, cpus: str | None, **fields) -
     return Server(name, pinned(command, cpus), port, workdir / f"{name}.log").wait_ready()
 
 
-def proxy_environment(upstream: str, data_dir: Path, database_url: str | None) -> dict[str, str]:
+def proxy_environment(
+    upstream: str, data_dir: Path, database_url: str | None, workers: int = 1
+) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in PROXY_VARIABLES}
     env.update(
         OLLAMA_URL=upstream,
@@ -226,6 +228,10 @@ def proxy_environment(upstream: str, data_dir: Path, database_url: str | None) -
     )
     if database_url:
         env["DATABASE_URL"] = database_url
+    if workers > 1:
+        # As `make run` does for several workers: their metrics pooled in one folder.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(data_dir / "prometheus-multiproc")
+        (data_dir / "prometheus-multiproc").mkdir(parents=True)
     return env
 
 

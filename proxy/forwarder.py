@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from time import perf_counter
+from typing import NoReturn
 
 import aiohttp
 from django.conf import settings
@@ -423,7 +424,7 @@ class Forwarder:
         exchange.finished = perf_counter()
 
 
-def _cut(upstream: Upstream, exchange: Exchange, error: BaseException):
+def _cut(upstream: Upstream, exchange: Exchange, error: BaseException) -> NoReturn:
     """Record an upstream failure mid-reply and cut the client's connection."""
     _status, exchange.error, kind = ollama.describe_upstream_error(error, upstream.described())
     metrics.UPSTREAM_ERRORS.labels(kind).inc()

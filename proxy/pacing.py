@@ -13,10 +13,11 @@ While the queue is short, the writer works in pieces of about `PIECE_SECONDS` an
 backlog, a flush, shutdown, a replay) is done at full speed: pacing never lets the writer fall
 behind, it only spreads the same work over a few more milliseconds.
 
-Off by default (`RECORDER_PACE`): in the benchmark's same-run comparisons it halved the added
-p99 at one connection (~4.5 -> ~2.8 ms) but cost 3-19 % more CPU per request at that rate (the
-writer's pieces interleave with the event loop and the upstream on a shared core) and pushed
-p50 up by 0.03-0.1 ms; at an Ollama's usual pace a batch is under a piece and nothing changes.
+Off by default (`RECORDER_PACE`): in seven same-run comparisons of the benchmark it lowered the
+added p99 at one connection (4.1-5.7 -> 2.3-3.4 ms) but cost 3-19 % more CPU per request at
+that rate (the writer's pieces interleave with the event loop and the upstream on a shared core)
+and raised p50 in five runs of seven (by up to 0.1 ms); at an Ollama's usual pace a batch is
+under a piece and nothing changes.
 
 Only the thread that calls `paced()` is paced: the state is per thread.
 """
